@@ -100,7 +100,7 @@ def test_load_gold_defaults_and_doc_split(tmp_path: Path):
     assert a.doc_prefixes == ("000", "001")
     assert a.unanswerable is False and a.type == ""
     assert b.unanswerable is True and b.doc_prefixes == ()
-    assert GoldQuestion(**{**a.__dict__}).to_dict()["doc"] == "000|001"
+    assert a.to_dict()["doc"] == "000|001"
 
 
 def test_load_gold_skips_blank_lines(tmp_path: Path):
