@@ -42,6 +42,8 @@ class Settings:
         chunk_size: Target chunk length in characters of cleaned text (soft; whole sentences).
         chunk_overlap: Characters of trailing sentences repeated at the start of the next chunk.
         top_k: Hits returned by retrieval.
+        answer_hits: The answer is composed from the first ``answer_hits`` hits only, so a larger
+            ``top_k`` (e.g. in evaluation) shows more passages without changing the answer.
         candidate_k: Hits each component retriever contributes to fusion.
         dense_weight: Weight of the dense retriever in score fusion (bm25 gets ``1 - w``).
         fusion: ``"score"`` (min-max CombSUM) or ``"rrf"`` (weighted reciprocal rank fusion).
@@ -62,6 +64,7 @@ class Settings:
     chunk_size: int = 240
     chunk_overlap: int = 60
     top_k: int = 5
+    answer_hits: int = 5
     candidate_k: int = 30
     dense_weight: float = 0.35
     fusion: str = "score"

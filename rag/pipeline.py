@@ -114,6 +114,12 @@ class Pipeline:
         self._retriever = Retriever(index, candidate_k=self.settings.candidate_k,
                                     dense_weight=self.settings.dense_weight, fusion=self.settings.fusion)
 
+    def configure_retriever(self, dense_weight: float | None = None, fusion: str | None = None) -> None:
+        """Swap fusion parameters on the loaded index (used by ablations; no reload)."""
+        settings = self.settings.replace(dense_weight=dense_weight, fusion=fusion)
+        self._retriever = Retriever(self.index, candidate_k=settings.candidate_k,
+                                    dense_weight=settings.dense_weight, fusion=settings.fusion)
+
     @property
     def index(self) -> ArchiveIndex:
         """The loaded index (warming up first if needed)."""
@@ -174,8 +180,12 @@ class Pipeline:
         timings["retrieve"] = _ms(started)
         return hits
 
-    def ask(self, question: str, top_k: int | None = None, mode: str = "hybrid") -> Answer:
+    def ask(self, question: str, top_k: int | None = None, mode: str = "hybrid",
+            query_vector: np.ndarray | None = None) -> Answer:
         """Answer ``question`` from the archive.
+
+        The answer is composed from the sentences of the first ``settings.answer_hits`` hits, so
+        asking for more hits (e.g. ``top_k=10`` in evaluation) does not change the answer.
 
         Returns:
             An :class:`Answer`; ``timings_ms`` has ``embed``, ``retrieve``, ``answer``, ``total`` (ms).
@@ -187,13 +197,15 @@ class Pipeline:
         total_started = time.perf_counter()
         question = self.validate_question(question)
         self.warm_up()
-        timings: dict[str, float] = {}
-        started = time.perf_counter()
-        query_vector = self.embed_question(question)
-        timings["embed"] = _ms(started)
+        timings: dict[str, float] = {"embed": 0.0}
+        if query_vector is None:
+            started = time.perf_counter()
+            query_vector = self.embed_question(question)
+            timings["embed"] = _ms(started)
         hits = self.retrieve(question, top_k=top_k, mode=mode, timings=timings, query_vector=query_vector)
         started = time.perf_counter()
-        draft = self._answerer.answer(question, query_vector, hits, self.candidates(hits),
+        evidence = hits[:self.settings.answer_hits]
+        draft = self._answerer.answer(question, query_vector, evidence, self.candidates(evidence),
                                       self.index.documents)
         timings["answer"] = _ms(started)
         timings["total"] = _ms(total_started)

@@ -79,7 +79,8 @@ def test_index_command_reports_counts(fake_env, capsys):
 
 def test_non_utf8_file_is_skipped_with_warning(fake_env, capsys):
     (fake_env / "broken.txt").write_bytes("坏文件".encode("gbk"))
-    assert cli.main(["index", "--json"]) == 0
+    with pytest.warns(UserWarning, match="broken.txt"):
+        assert cli.main(["index", "--json"]) == 0
     captured = capsys.readouterr()
     assert json.loads(captured.out)["documents"] == 3
 
