@@ -21,7 +21,7 @@ _lock = threading.Lock()
 _tokenizer = None
 
 
-def _jieba():
+def jieba_tokenizer():
     """The process-wide jieba tokenizer with the user dictionary loaded (lazily, once)."""
     global _tokenizer
     with _lock:
@@ -44,7 +44,7 @@ def _is_word_char(ch: str) -> bool:
 def _tokenize_cached(text: str) -> tuple[str, ...]:
     norm = unicodedata.normalize("NFKC", text).lower()
     out = []
-    for token in _jieba().cut_for_search(norm):
+    for token in jieba_tokenizer().cut_for_search(norm):
         token = token.strip()
         if token and any(_is_word_char(ch) for ch in token):
             out.append(token)
