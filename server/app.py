@@ -42,6 +42,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from rag import __version__
 from rag.config import Settings
 from rag.errors import BadQuestionError, RagError, UnknownDocumentError
+from rag.text import line_of
 from rag.types import Answer
 
 from .schemas import MAX_TOP_K, AskRequest, ChatCompletionRequest, ChatMessage, Mode
@@ -246,10 +247,6 @@ mark{background:#ffe58f;padding:.1em 0;border-radius:2px;box-shadow:0 0 0 2px #f
 """
 
 
-def _line_of(text: str, offset: int) -> int:
-    return text.count("\n", 0, offset) + 1
-
-
 def render_source(doc_id: str, title: str, date: str | None, text: str,
                   start: int | None, end: int | None) -> str:
     """HTML page of one document; ``text[start:end]`` is wrapped in ``<mark id="hit">`` and
@@ -258,7 +255,7 @@ def render_source(doc_id: str, title: str, date: str | None, text: str,
     heading = title or doc_id
     meta = [date or "", doc_id, f"{len(text)} 字"]
     if start is not None and end is not None:
-        meta.append(f"第 {_line_of(text, start)} 行 · 字符 {start}–{end}")
+        meta.append(f"第 {line_of(text, start)} 行 · 字符 {start}–{end}")
         body = (esc(text[:start]) + '<mark id="hit">' + esc(text[start:end]) + "</mark>"
                 + esc(text[end:]))
         script = ("<script>window.addEventListener('load',function(){var m=document.getElementById('hit');"
@@ -284,18 +281,6 @@ def _check_doc_id(doc_id: str) -> None:
 
 # --- app ------------------------------------------------------------------------------------
 
-#: Asked once at start-up so lazy caches (jieba dictionary, first inference) fill before traffic.
-PRIMING_QUESTION = "委员对职业教育提了什么建议"
-
-
-def _prime(pipeline) -> None:
-    """Best effort: one throwaway question after warm-up (failures are logged, not raised)."""
-    try:
-        pipeline.ask(PRIMING_QUESTION)
-    except Exception as err:  # noqa: BLE001 - priming must never stop start-up
-        log.warning("priming question failed: %s", err)
-
-
 def create_app(settings: Settings | None = None, pipeline=None, cors_origins: Sequence[str] = (),
                *, warm: bool = True, workers: int = DEFAULT_WORKERS) -> FastAPI:
     """Build the app around one shared pipeline.
@@ -304,8 +289,8 @@ def create_app(settings: Settings | None = None, pipeline=None, cors_origins: Se
         settings: Settings (default: ``pipeline.settings`` or ``Settings.from_env()``).
         pipeline: A :class:`rag.pipeline.Pipeline` (default: one built from ``settings``).
         cors_origins: Origins allowed by CORS; CORS is off when empty.
-        warm: Load model and index at start-up (lifespan, in a worker thread), then ask
-            :data:`PRIMING_QUESTION` once. Start-up fails with the pipeline's error (e.g.
+        warm: Load model and index at start-up (lifespan, in a worker thread; warm-up also
+            primes jieba and the first inference). Start-up fails with the pipeline's error (e.g.
             ``ModelError``) when model or index cannot load.
         workers: Pipeline calls running at once (extra requests wait for a worker thread).
 
@@ -323,7 +308,6 @@ def create_app(settings: Settings | None = None, pipeline=None, cors_origins: Se
         app.state.limiter = anyio.CapacityLimiter(max(1, workers))
         if warm:
             await anyio.to_thread.run_sync(pipeline.warm_up)
-            await anyio.to_thread.run_sync(_prime, pipeline)
         yield
 
     app = FastAPI(title="辽源档案问答 (liaoyuan-rag)", version=__version__, lifespan=lifespan,
