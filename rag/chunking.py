@@ -190,6 +190,10 @@ def _overlap(prev: tuple[Piece, ...] | list[Piece], chunk_overlap: int) -> tuple
     return taken, len(taken)
 
 
+#: Most characters of section headings prepended to a chunk's retrieval text.
+CONTEXT_MAX_CHARS = 100
+
+
 def chunk_document(doc: Document, layout: DocumentLayout, chunk_size: int,
                    chunk_overlap: int) -> list[Chunk]:
     """Cut one document into chunks.
@@ -213,8 +217,43 @@ def chunk_document(doc: Document, layout: DocumentLayout, chunk_size: int,
         start, end = plan.pieces[0].start, plan.pieces[-1].end
         chunks.append(Chunk(chunk_id=f"{doc.doc_id}#{i}", doc_id=doc.doc_id, start=start, end=end,
                             text=doc.text[start:end], clean=_join_clean(plan.pieces),
-                            title=doc.title))
+                            title=doc.title, context=section_context(layout, start)))
     return chunks
+
+
+def section_context(layout: DocumentLayout, start: int, max_chars: int = CONTEXT_MAX_CHARS) -> str:
+    """The headings a chunk starting at raw offset ``start`` sits under, for retrieval text.
+
+    A speech summary's later chunks no longer name the speaker or the proposal title, and a
+    work report's "2020年工作安排" chunks do not say 2020; prepending the last two heading blocks
+    (maximal runs of consecutive heading lines, e.g. ``关于…的建议`` + ``民建…委员 李鹏``) that
+    end before the chunk restores that context ("contextual chunk headers"). Headings inside
+    the chunk are not repeated.
+
+    Returns:
+        Clean heading texts joined by spaces, at most ``max_chars`` characters (the nearest
+        headings are kept); ``""`` when the chunk starts before any heading.
+    """
+    blocks: list[list[str]] = []
+    previous = -2
+    for i, (span, heading) in enumerate(zip(layout.sentences, layout.headings)):
+        if span.start >= start:
+            break
+        if not heading:
+            continue
+        if i == previous + 1 and blocks:
+            blocks[-1].append(span.clean)
+        else:
+            blocks.append([span.clean])
+        previous = i
+    parts = [text for block in blocks[-2:] for text in block]
+    out = ""
+    for text in reversed(parts):
+        candidate = text if not out else f"{text} {out}"
+        if len(candidate) > max_chars:
+            break
+        out = candidate
+    return out
 
 
 def chunk_corpus(docs: list[Document], chunk_size: int,

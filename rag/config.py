@@ -41,17 +41,22 @@ class Settings:
         index_dir: Index directory; ``None`` = ``home/indexes/<corpus name>-<path hash>``.
         chunk_size: Target chunk length in characters of cleaned text (soft; whole sentences).
         chunk_overlap: Characters of trailing sentences repeated at the start of the next chunk.
+        section_context: 1 to prepend each chunk's section headings to the text embedded and
+            BM25-indexed (see :func:`rag.chunking.section_context`), 0 to index the chunk alone.
         top_k: Hits returned by retrieval.
         answer_hits: The answer is composed from the first ``answer_hits`` hits only, so a larger
             ``top_k`` (e.g. in evaluation) shows more passages without changing the answer.
         candidate_k: Hits each component retriever contributes to fusion.
         dense_weight: Weight of the dense retriever in score fusion (bm25 gets ``1 - w``).
+        sentence_weight: Share of a chunk's best sentence cosine in its dense score (the rest is
+            the whole-chunk cosine); see :meth:`rag.index.ArchiveIndex.dense_search`.
         fusion: ``"score"`` (min-max CombSUM) or ``"rrf"`` (weighted reciprocal rank fusion).
         max_question_chars: Longest accepted question, in characters.
         base_url: Prefix of citation links (``RAG_BASE_URL``), e.g. ``http://127.0.0.1:8000``.
         torch_threads: ``torch.set_num_threads`` value; 1 measured fastest for single queries on
             the 2-core target machine (see README, "Threads").
-        abstain_threshold: Minimum answer confidence in [0, 1]; below it the bot abstains.
+        abstain_threshold: Minimum answer confidence in [0, 1]; below it the bot abstains (0.42:
+            calibrated on eval/gold.jsonl with eval/calibrate_answerer.py, see rag/answerer.py).
         answer_max_sentences: Most sentences in a list/summary answer.
         answer_max_chars: Soft cap on the length of a list/summary answer (characters).
         batch_size: Encoding batch size for indexing.
@@ -61,17 +66,19 @@ class Settings:
     corpus_dir: Path = field(default_factory=_default_corpus)
     model: str = ""
     index_dir: Path | None = None
-    chunk_size: int = 240
-    chunk_overlap: int = 60
+    chunk_size: int = 400
+    chunk_overlap: int = 80
+    section_context: int = 1
     top_k: int = 5
     answer_hits: int = 5
     candidate_k: int = 30
-    dense_weight: float = 0.35
+    dense_weight: float = 0.5
+    sentence_weight: float = 0.5
     fusion: str = "score"
     max_question_chars: int = 500
     base_url: str = ""
     torch_threads: int = 1
-    abstain_threshold: float = 0.3
+    abstain_threshold: float = 0.42
     answer_max_sentences: int = 4
     answer_max_chars: int = 300
     batch_size: int = 32

@@ -84,23 +84,39 @@ class Variant:
     chunk_overlap: int
     dense_weight: float
     fusion: str
+    sentence_weight: float = 0.5
+    section_context: int = 1
 
 
 def default_variants(settings: Settings) -> list[Variant]:
-    """Retrievers x fusion (weights, RRF) at the configured chunking, plus two other chunk sizes."""
-    size, overlap = settings.chunk_size, settings.chunk_overlap
-    rows = [Variant("bm25", "bm25", size, overlap, settings.dense_weight, "score"),
-            Variant("dense", "dense", size, overlap, settings.dense_weight, "score"),
-            Variant("hybrid rrf w=0.5 (equal)", "hybrid", size, overlap, 0.5, "rrf"),
-            Variant("hybrid rrf w=0.3", "hybrid", size, overlap, 0.3, "rrf")]
-    for weight in (0.2, 0.35, 0.5):
-        rows.append(Variant(f"hybrid score w={weight}", "hybrid", size, overlap, weight, "score"))
-    for other_size, other_overlap in ((150, 40), (400, 80), (750, 150)):
+    """Each retriever alone, the hybrid's parts switched off one at a time, fusion variants
+    (equal-weight RRF as in Langchain-Chatchat, weighted RRF, score fusion at several weights),
+    and other chunk sizes."""
+    size, overlap, w, sw = settings.chunk_size, settings.chunk_overlap, settings.dense_weight, settings.sentence_weight
+
+    def row(name: str, mode: str, **kw) -> Variant:
+        base = dict(chunk_size=size, chunk_overlap=overlap, dense_weight=w, fusion="score",
+                    sentence_weight=sw, section_context=settings.section_context)
+        base.update(kw)
+        return Variant(name, mode, **base)
+
+    rows = [row("bm25", "bm25"),
+            row("dense (chunk vectors only)", "dense", sentence_weight=0.0),
+            row("dense (chunk + best sentence)", "dense"),
+            row("hybrid rrf w=0.5 (equal weights)", "hybrid", fusion="rrf", dense_weight=0.5),
+            row("hybrid rrf w=0.3", "hybrid", fusion="rrf", dense_weight=0.3)]
+    for weight in (0.3, 0.5, 0.7):
+        rows.append(row(f"hybrid score w={weight}" + (" (default)" if weight == w else ""), "hybrid",
+                        dense_weight=weight))
+    rows.append(row("hybrid default, chunk vectors only", "hybrid", sentence_weight=0.0))
+    rows.append(row("hybrid default, no section context", "hybrid", section_context=0))
+    rows.append(row("bm25, no section context", "bm25", section_context=0))
+    for other_size, other_overlap in ((240, 60), (600, 120), (750, 150)):
         if other_size != size:
-            rows.append(Variant(f"hybrid score w={settings.dense_weight} chunk {other_size}/{other_overlap}",
-                                "hybrid", other_size, other_overlap, settings.dense_weight, "score"))
-            rows.append(Variant(f"bm25 chunk {other_size}/{other_overlap}", "bm25", other_size,
-                                other_overlap, settings.dense_weight, "score"))
+            rows.append(row(f"hybrid default, chunk {other_size}/{other_overlap}", "hybrid",
+                            chunk_size=other_size, chunk_overlap=other_overlap))
+            rows.append(row(f"bm25, chunk {other_size}/{other_overlap}", "bm25",
+                            chunk_size=other_size, chunk_overlap=other_overlap))
     return rows
 
 
@@ -111,20 +127,22 @@ def run_ablation(settings: Settings, gold: Sequence[GoldQuestion], variants: Ite
     question for the whole run."""
     from .pipeline import Pipeline
 
-    pipelines: dict[tuple[int, int], Pipeline] = {}
+    pipelines: dict[tuple[int, int, int], Pipeline] = {}
     vectors: dict[str, Any] = {}
     out = []
     for variant in variants:
-        key = (variant.chunk_size, variant.chunk_overlap)
-        base = settings.replace(chunk_size=variant.chunk_size, chunk_overlap=variant.chunk_overlap)
-        if key != (settings.chunk_size, settings.chunk_overlap):
+        key = (variant.chunk_size, variant.chunk_overlap, variant.section_context)
+        base = settings.replace(chunk_size=variant.chunk_size, chunk_overlap=variant.chunk_overlap,
+                                section_context=variant.section_context)
+        if key != (settings.chunk_size, settings.chunk_overlap, settings.section_context):
             base = base.replace(index_dir=settings.resolved_index_dir.with_name(
-                f"{settings.resolved_index_dir.name}-ablation-{variant.chunk_size}-{variant.chunk_overlap}"))
+                f"{settings.resolved_index_dir.name}-ablation-{'-'.join(map(str, key))}"))
         if key not in pipelines:
             pipelines[key] = Pipeline(base, embedder=embedder, notify=notify).warm_up()
             embedder = pipelines[key].embedder
         pipeline = pipelines[key]
-        pipeline.configure_retriever(dense_weight=variant.dense_weight, fusion=variant.fusion)
+        pipeline.configure_retriever(dense_weight=variant.dense_weight, fusion=variant.fusion,
+                                     sentence_weight=variant.sentence_weight)
         records = run_gold(pipeline, gold, mode=variant.mode, top_k=10, query_vectors=vectors)
         out.append((variant, score(pipeline, gold, records)))
     return out

@@ -116,14 +116,18 @@ class Pipeline:
 
     def _set_index(self, index: ArchiveIndex) -> None:
         self._index = index
-        self._retriever = Retriever(index, candidate_k=self.settings.candidate_k,
-                                    dense_weight=self.settings.dense_weight, fusion=self.settings.fusion)
+        self._retriever = self._make_retriever(self.settings)
 
-    def configure_retriever(self, dense_weight: float | None = None, fusion: str | None = None) -> None:
+    def _make_retriever(self, settings: Settings) -> Retriever:
+        return Retriever(self.index if self._index is None else self._index,
+                         candidate_k=settings.candidate_k, dense_weight=settings.dense_weight,
+                         fusion=settings.fusion, sentence_weight=settings.sentence_weight)
+
+    def configure_retriever(self, dense_weight: float | None = None, fusion: str | None = None,
+                            sentence_weight: float | None = None) -> None:
         """Swap fusion parameters on the loaded index (used by ablations; no reload)."""
-        settings = self.settings.replace(dense_weight=dense_weight, fusion=fusion)
-        self._retriever = Retriever(self.index, candidate_k=settings.candidate_k,
-                                    dense_weight=settings.dense_weight, fusion=settings.fusion)
+        self._retriever = self._make_retriever(self.settings.replace(
+            dense_weight=dense_weight, fusion=fusion, sentence_weight=sentence_weight))
 
     @property
     def index(self) -> ArchiveIndex:

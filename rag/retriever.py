@@ -45,10 +45,12 @@ class Retriever:
         candidate_k: Chunks each component contributes to fusion (>= top_k).
         dense_weight: Weight of the dense component in [0, 1]; BM25 gets ``1 - dense_weight``.
         fusion: ``"score"`` (min-max CombSUM, default) or ``"rrf"`` (weighted reciprocal rank).
+        sentence_weight: Share of the best sentence cosine in a chunk's dense score (see
+            :meth:`ArchiveIndex.dense_search`).
     """
 
     def __init__(self, index: ArchiveIndex, candidate_k: int = 30, dense_weight: float = 0.35,
-                 fusion: str = "score"):
+                 fusion: str = "score", sentence_weight: float = 0.5):
         if not 0.0 <= dense_weight <= 1.0:
             raise ValueError(f"dense_weight must be in [0, 1], got {dense_weight}")
         if fusion not in ("score", "rrf"):
@@ -57,6 +59,7 @@ class Retriever:
         self.candidate_k = candidate_k
         self.dense_weight = dense_weight
         self.fusion = fusion
+        self.sentence_weight = sentence_weight
 
     def component_scores(self, question: str, query_vector: np.ndarray | None,
                          mode: str) -> tuple[dict[int, float], dict[int, float]]:
@@ -66,7 +69,7 @@ class Retriever:
         if mode in ("hybrid", "dense"):
             if query_vector is None:
                 raise ValueError(f"mode {mode!r} needs a query vector")
-            dense = dict(self.index.dense_search(query_vector, self.candidate_k))
+            dense = dict(self.index.dense_search(query_vector, self.candidate_k, self.sentence_weight))
         if mode in ("hybrid", "bm25"):
             scores = self.index.bm25_scores(question)
             if len(scores):
@@ -88,7 +91,7 @@ class Retriever:
         Returns:
             Hits in rank order without duplicate chunks. ``score``: hybrid/score fusion in
             [0, 1]; hybrid/rrf in (0, 1/61]; dense: cosine in [-1, 1]; bm25: >= 0.
-            ``scores`` holds the raw ``dense`` cosine and ``bm25`` score where available.
+            ``scores`` holds the raw ``dense`` score (chunk/sentence cosine mix) and ``bm25`` score where available.
 
         Raises:
             ValueError: unknown mode or ``top_k`` < 1.

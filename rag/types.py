@@ -68,6 +68,8 @@ class Chunk:
         text: ``raw[start:end]``, verbatim (may contain layout line breaks).
         clean: Cleaned text fed to the embedder and BM25 tokenizer.
         title: Title of the owning document.
+        context: Section headings the chunk sits under (speaker, proposal title, report part);
+            prepended to ``clean`` for embedding and BM25, never part of offsets or citations.
     """
 
     chunk_id: str
@@ -77,6 +79,12 @@ class Chunk:
     text: str
     clean: str
     title: str
+    context: str = ""
+
+    @property
+    def retrieval_text(self) -> str:
+        """What the embedder and BM25 see: section context, then the clean chunk text."""
+        return f"{self.context}\n{self.clean}" if self.context else self.clean
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
