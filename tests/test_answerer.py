@@ -1,0 +1,358 @@
+"""Tests for rag.answerer over a tiny inline corpus (no model, no index): candidates are built
+directly from sentence spans with offsets into the inline raw texts, vectors come from
+FakeEmbedder, and a toy ranker stands in for the retriever."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rag.answerer import (LIST_LEAD, LOW_CONFIDENCE_LEAD, NOT_FOUND, Answerer, Candidate,
+                          bigram_jaccard, content_weights, display_text, question_type, sub_questions,
+                          split_clauses, strip_template, strip_whitespace)
+from rag.config import Settings
+from rag.types import Document, Hit, Span
+from tests.fakes import FakeEmbedder
+
+RAW = {
+    "000_a": (
+        "\n\n乘势而上 推动乡村振兴开新局\n\n——访市政协委员 秦勇\n\n"
+        "市政协委员、市乡村振兴局党组书记、局长秦勇在接受记者采访时表示，过去一年来全市脱贫人口"
+        "人均收入达到11473元，同比提高26.7%。创建省级美丽乡村59个，13项乡村建设行动有效推进。\n\n"
+        "2022年，我们要坚持把巩固拓展脱贫攻坚成果放在突出位置，在做好成果巩固的基础上，推动乡村产业发展部\n"
+        "署落实。秦勇表示，将大力发展梅花鹿养殖等特色产业，带动农民增收。\n"
+    ),
+    "001_b": (
+        "关于加快发展职业教育的建议\n\n民进辽源市委员会\n\n"
+        "我市职业教育存在专业设置与产业需求脱节的问题。建议优化职业院校专业设置，紧密对接梅花鹿、"
+        "新材料等主导产业。建议加强双师型教师队伍建设，\n完善校企合作机制。"
+        "建议提高职业教育经费投入比例，改善实训条件。\n"
+    ),
+    "002_c": (
+        "政协辽源市第八届委员会常务委员会工作报告\n\n（2020年1月6日）\n\n"
+        "2019年，市政协共收到提案312件，立案286件。委员们围绕职业教育、营商环境等议题深入调研，"
+        "提出建议45条。加强双师型教师队伍建设，完善校企合作机制。市政协组织委员视察梅花鹿产业园区，"
+        "推动鹿产品精深加工。\n"
+    ),
+}
+DOCS = {d: Document(doc_id=d, path=f"/x/{d}.txt", title=t.strip().split("\n")[0], date="2022-01-10",
+                    text=t) for d, t in RAW.items()}
+
+EMB = FakeEmbedder()
+
+ANSWERABLE = [
+    ("全市脱贫人口人均收入达到多少", "factoid", ["11473元"]),
+    ("市政协2019年收到多少件提案", "factoid", ["312件"]),
+    ("秦勇要大力发展什么特色产业", "factoid", ["梅花鹿"]),
+    ("全市脱贫人口人均收入达到多少？创建省级美丽乡村多少个？", "factoid", ["11473元", "59个"]),
+    ("委员对职业教育提了什么建议", "list", ["职业教育"]),
+    ("如何加强双师型教师队伍建设", "list", ["双师型"]),
+    ("如何发展梅花鹿产业", "list", ["梅花鹿"]),
+]
+OUT_OF_DOMAIN = ["辽源明天天气怎么样", "红烧肉怎么做", "今天股票行情如何", "上海的GDP是多少",
+                 "推荐一份川菜菜谱"]
+
+
+def _sentences(doc_id: str, raw: str) -> list[Span]:
+    """Toy splitter: sentence ends at 。！？ or a blank line; offsets exclude outer whitespace."""
+    spans, start = [], 0
+    for m in re.finditer(r"[。！？]|\n\s*\n", raw + "\n\n"):
+        end = min(m.end() if m.group() in "。！？" else m.start(), len(raw))
+        a, b = start, end
+        while a < b and raw[a].isspace():
+            a += 1
+        while b > a and raw[b - 1].isspace():
+            b -= 1
+        if a < b:
+            spans.append(Span(doc_id, a, b, raw[a:b], strip_whitespace(raw[a:b])))
+        start = m.end()
+    return spans
+
+
+SENTENCES = [s for d, raw in RAW.items() for s in _sentences(d, raw)]
+VECTORS = EMB.embed_passages([s.clean for s in SENTENCES])
+
+
+def _chunks():
+    """Chunks of two consecutive sentences of one document: (chunk_id, [sentence ids])."""
+    out, by_doc = [], {}
+    for i, s in enumerate(SENTENCES):
+        by_doc.setdefault(s.doc_id, []).append(i)
+    for doc_id, ids in by_doc.items():
+        for k in range(0, len(ids), 2):
+            out.append((f"{doc_id}#{k // 2}", ids[k:k + 2]))
+    return out
+
+
+CHUNKS = _chunks()
+
+
+def retrieve(question: str, top_k: int = 5):
+    """Toy retriever: chunk score = 0.5 * cosine + 0.5 * character overlap; returns hits and the
+    candidates of those hits the way Pipeline.candidates builds them."""
+    qv = EMB.embed_queries([question])[0]
+    qchars = set(question)
+    scored = []
+    for chunk_id, ids in CHUNKS:
+        text = "".join(SENTENCES[i].clean for i in ids)
+        vec = EMB.embed_passages([text])[0]
+        overlap = len(qchars & set(text)) / max(len(qchars), 1)
+        scored.append((0.5 * float(vec @ qv) + 0.5 * overlap, chunk_id, ids))
+    scored.sort(key=lambda t: (-t[0], t[1]))
+    hits, cands, seen = [], [], set()
+    for rank, (score, chunk_id, ids) in enumerate(scored[:top_k], start=1):
+        doc_id = SENTENCES[ids[0]].doc_id
+        start, end = SENTENCES[ids[0]].start, SENTENCES[ids[-1]].end
+        hits.append(Hit(rank=rank, chunk_id=chunk_id, doc_id=doc_id, start=start, end=end, score=score,
+                        text=RAW[doc_id][start:end], title=DOCS[doc_id].title))
+        for i in ids:
+            if i not in seen:
+                seen.add(i)
+                cands.append(Candidate(span=SENTENCES[i], vector=VECTORS[i], chunk_rank=rank,
+                                       chunk_score=score, paragraph=0, sentence_index=i))
+    return qv, hits, cands
+
+
+def ask(question: str, settings: Settings | None = None, dense: bool = True):
+    # FakeEmbedder cosines stay below the e5 range [0.86, 0.94], so confidence here is half the
+    # lexical coverage (at most 0.5); 0.3 plays the role the calibrated 0.42 plays with e5.
+    settings = settings or Settings(abstain_threshold=0.3, base_url="http://h:1")
+    qv, hits, cands = retrieve(question)
+    return Answerer(settings).answer(question, qv if dense else None, hits, cands, DOCS), cands
+
+
+ALL_QUESTIONS = [q for q, _, _ in ANSWERABLE] + OUT_OF_DOMAIN
+
+
+# --- invariants -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("question", ALL_QUESTIONS)
+@pytest.mark.parametrize("dense", [True, False])
+def test_citations_are_verbatim_with_line_and_url(question, dense):
+    draft, _ = ask(question, dense=dense)
+    for n, c in enumerate(draft.citations, start=1):
+        raw = RAW[c.doc_id]
+        assert c.id == n
+        assert raw[c.start:c.end] == c.text and c.text
+        assert c.line == raw[:c.start].count("\n") + 1
+        assert c.url == f"http://h:1/sources/{c.doc_id}?start={c.start}&end={c.end}"
+        assert c.title == DOCS[c.doc_id].title and c.date == "2022-01-10"
+        assert f"[{n}]" in draft.text
+
+
+@pytest.mark.parametrize("question", ALL_QUESTIONS)
+@pytest.mark.parametrize("threshold", [0.0, 0.3, 0.6])
+def test_stripped_answer_is_exactly_the_cited_spans(question, threshold):
+    draft, _ = ask(question, Settings(abstain_threshold=threshold))
+    stripped = strip_template(draft.text)
+    assert stripped == "".join(display_text(c.text) for c in draft.citations)
+    assert strip_whitespace(stripped) == "".join(strip_whitespace(c.text) for c in draft.citations)
+    # Nothing outside the template glue, markers and cited spans.
+    glue = draft.text
+    for c in draft.citations:
+        glue = glue.replace(display_text(c.text), "", 1)
+    glue = re.sub(r"\[\d+\]|^\d+\. ", "", glue, flags=re.M)
+    assert glue.replace("\n", "") in ("", LIST_LEAD, NOT_FOUND, LOW_CONFIDENCE_LEAD)
+
+
+def test_relative_url_when_base_url_empty():
+    draft, _ = ask("全市脱贫人口人均收入达到多少", Settings(abstain_threshold=0.3, base_url=""))
+    assert draft.citations[0].url.startswith("/sources/000_a?start=")
+
+
+def test_confidence_in_unit_interval():
+    for q in ALL_QUESTIONS:
+        draft, _ = ask(q)
+        assert 0.0 <= draft.confidence <= 1.0
+
+
+# --- abstention -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("question", OUT_OF_DOMAIN)
+def test_out_of_domain_abstains(question):
+    draft, _ = ask(question)
+    assert draft.abstained
+    assert draft.text.startswith(NOT_FOUND)
+    if not draft.low_confidence:
+        assert draft.text == NOT_FOUND and draft.citations == ()
+
+
+@pytest.mark.parametrize("question,qtype,keys", ANSWERABLE)
+def test_answerable_questions_answer_with_keys(question, qtype, keys):
+    draft, _ = ask(question)
+    assert not draft.abstained, draft
+    assert draft.question_type == qtype
+    for key in keys:
+        assert key in strip_template(draft.text)
+
+
+def test_no_candidates_abstains():
+    draft = Answerer(Settings()).answer("全市脱贫人口人均收入达到多少", None, [], [], DOCS)
+    assert draft.abstained and draft.text == NOT_FOUND and draft.confidence == 0.0
+
+
+def test_candidate_with_wrong_offsets_is_ignored():
+    bad = Span("000_a", 0, 5, "假的文本啊", "假的文本啊")
+    cand = Candidate(bad, VECTORS[0], 1, 1.0, 0, 0)
+    draft = Answerer(Settings()).answer("假的文本", None, [], [cand], DOCS)
+    assert draft.abstained and draft.citations == ()
+
+
+def test_low_confidence_snippets_when_borderline():
+    # A very high threshold forces abstention on an answerable question with evidence.
+    draft, _ = ask("全市脱贫人口人均收入达到多少", Settings(abstain_threshold=0.99))
+    assert draft.abstained and draft.low_confidence
+    assert draft.text.startswith(LOW_CONFIDENCE_LEAD + "\n1. ")
+    assert 1 <= len(draft.citations) <= 2
+
+
+def test_threshold_zero_never_abstains():
+    for q in ALL_QUESTIONS:
+        draft, _ = ask(q, Settings(abstain_threshold=0.0))
+        assert not draft.abstained
+
+
+def test_dimension_mismatch_raises():
+    _, hits, cands = retrieve("全市脱贫人口人均收入达到多少")
+    with pytest.raises(ValueError):
+        Answerer(Settings()).answer("全市脱贫人口人均收入达到多少", np.ones(3, dtype=np.float32), hits, cands, DOCS)
+
+
+# --- brevity ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("question", ["全市脱贫人口人均收入达到多少", "市政协2019年收到多少件提案",
+                                      "秦勇要大力发展什么特色产业"])
+def test_factoid_is_one_sentence_or_clause(question):
+    draft, cands = ask(question)
+    assert draft.question_type == "factoid"
+    assert len(draft.citations) == 1
+    c = draft.citations[0]
+    assert draft.text == f"{display_text(c.text)}[1]"
+    assert any(k.span.doc_id == c.doc_id and k.span.start <= c.start and c.end <= k.span.end
+               for k in cands)
+
+
+def test_compound_factoid_quotes_one_sentence_per_part():
+    draft, _ = ask("全市脱贫人口人均收入达到多少？创建省级美丽乡村多少个？")
+    assert draft.question_type == "factoid"
+    assert len(draft.citations) == 2
+    assert "11473元" in display_text(draft.citations[0].text)
+    assert "59个" in display_text(draft.citations[1].text)
+    assert draft.text == "\n".join(f"{display_text(c.text)}[{c.id}]" for c in draft.citations)
+
+
+@pytest.mark.parametrize("question,parts", [
+    ("报告是谁作的？在哪天？", ["报告是谁作的", "在哪天"]),
+    ("市政协收到多少件提案", ["市政协收到多少件提案"]),
+    ("甲？乙丙；丁戊?", ["乙丙", "丁戊"]),
+])
+def test_sub_questions(question, parts):
+    assert sub_questions(question) == parts
+
+
+def test_factoid_number_question_keeps_the_number_clause():
+    draft, _ = ask("全市脱贫人口人均收入达到多少")
+    assert "11473元" in draft.text
+    assert len(strip_template(draft.text)) <= 90
+
+
+def test_list_answer_draws_on_several_sources():
+    draft, _ = ask("委员对职业教育提了什么建议")
+    assert draft.question_type == "list"
+    assert draft.text.startswith(LIST_LEAD + "\n1. ")
+    assert len({c.doc_id for c in draft.citations}) >= 2
+    assert 2 <= len(draft.citations) <= Settings().answer_max_sentences
+    assert len(strip_template(draft.text)) <= Settings().answer_max_chars
+    lines = draft.text.split("\n")[1:]
+    assert len(lines) == len(draft.citations)
+    for c, line in zip(draft.citations, lines):
+        assert line == f"{c.id}. {display_text(c.text)}[{c.id}]"
+
+
+def test_list_answer_groups_by_source():
+    draft, _ = ask("委员对职业教育提了什么建议")
+    docs = [c.doc_id for c in draft.citations]
+    # each document's citations are consecutive
+    runs = [d for i, d in enumerate(docs) if i == 0 or docs[i - 1] != d]
+    assert len(runs) == len(set(runs))
+
+
+def test_list_respects_max_sentences():
+    draft, _ = ask("委员对职业教育提了什么建议", Settings(answer_max_sentences=1))
+    assert len(draft.citations) == 1
+
+
+def test_duplicate_sentences_dropped():
+    draft, _ = ask("如何加强双师型教师队伍建设", Settings(abstain_threshold=0.0, answer_max_sentences=5,
+                                                      answer_max_chars=1000))
+    texts = [strip_whitespace(c.text) for c in draft.citations]
+    # B and C both hold "…加强双师型教师队伍建设，完善校企合作机制。" - quote it once.
+    assert sum("双师型" in t for t in texts) == 1
+    for i, a in enumerate(texts):
+        for b in texts[i + 1:]:
+            assert bigram_jaccard(a, b) <= 0.7
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("question,expected", [
+    ("全市脱贫人口人均收入达到多少", "factoid"),
+    ("市政协收到几件提案", "factoid"),
+    ("九届一次会议哪年召开", "factoid"),
+    ("会议何时召开", "factoid"),
+    ("工作报告是什么时候作的", "factoid"),
+    ("谁作了常委会工作报告", "factoid"),
+    ("哪个部门牵头乡村振兴", "factoid"),
+    ("哪位委员关注梅花鹿产业", "factoid"),
+    ("园区在哪里", "factoid"),
+    ("这是第几次会议", "factoid"),
+    ("是否提高了经费投入", "factoid"),
+    ("秦勇是什么职务", "factoid"),
+    ("委员对职业教育提了什么建议", "list"),
+    ("有哪些民主党派参加", "list"),
+    ("如何推动乡村振兴", "list"),
+    ("怎样改善营商环境", "list"),
+    ("怎么发展梅花鹿产业", "list"),
+    ("政协有什么新举措", "list"),
+    ("介绍一下双师型教师队伍建设", "list"),
+    ("从哪几个方面推进", "list"),
+    ("职业教育发展情况", "list"),
+])
+def test_question_type_table(question, expected):
+    assert question_type(question) == expected
+
+
+def test_content_weights_drop_stopwords_and_prefer_rare_words():
+    w = content_weights("委员对职业教育提了什么建议", DOCS)
+    assert not {"什么", "了", "对", "提了"} & set(w)
+    assert "职业教育" in w
+    w2 = content_weights("辽源明天天气怎么样", DOCS)
+    assert w2["天气"] > w2["辽源"]  # unseen token gets the largest IDF
+    assert content_weights("什么是哪些") == {}
+
+
+def test_split_clauses_verbatim():
+    for s in SENTENCES:
+        clauses = split_clauses(s)
+        assert clauses
+        for c in clauses:
+            assert RAW[s.doc_id][c.start:c.end] == c.text
+            assert s.start <= c.start < c.end <= s.end
+    num = Span("x", 10, 24, "收入11,473元，增长：10:30", "")
+    parts = [c.text for c in split_clauses(num)]
+    assert parts == ["收入11,473元，", "增长：", "10:30"]
+    assert [c.start for c in split_clauses(num)] == [10, 20, 23]
+
+
+def test_display_text_removes_layout_whitespace_only():
+    assert display_text("发展部\n\n署落实。") == "发展部署落实。"
+    assert display_text("COVID  19 疫情\u3000防控") == "COVID 19疫情防控"
+    assert strip_template("根据资料：\n1. 甲。[1]\n2. 乙[2]") == "甲。乙"
+    assert strip_template(NOT_FOUND) == ""
+
+
+def test_strip_template_on_factoid():
+    assert strip_template("人均收入达到11473元[1]") == "人均收入达到11473元"
