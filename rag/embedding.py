@@ -401,12 +401,15 @@ class Embedder:
         """
         return self._encode(texts, query=True, show_progress=False)
 
-    def embed_passages(self, texts: Sequence[str], *, show_progress: bool = False) -> np.ndarray:
+    def embed_passages(self, texts: Sequence[str], *, show_progress: bool = False,
+                       threads: int | None = None) -> np.ndarray:
         """Embed passages to index (with the passage prompt), ``settings.batch_size`` at a time.
 
         Args:
             texts: n strings.
             show_progress: Show a tqdm progress bar over batches.
+            threads: torch threads for this call (default ``settings.torch_threads``); index
+                builds pass ``settings.index_threads``.
 
         Returns:
             float32 array of shape ``(n, dim)``, rows L2-normalised; ``(0, dim)`` for no texts.
@@ -415,9 +418,10 @@ class Embedder:
             TypeError: ``texts`` is a single string or holds a non-string.
             ModelFileError, CacheDirError, ModelUnavailableError: see :meth:`warm_up`.
         """
-        return self._encode(texts, query=False, show_progress=show_progress)
+        return self._encode(texts, query=False, show_progress=show_progress, threads=threads)
 
-    def _encode(self, texts: Sequence[str], *, query: bool, show_progress: bool) -> np.ndarray:
+    def _encode(self, texts: Sequence[str], *, query: bool, show_progress: bool,
+                threads: int | None = None) -> np.ndarray:
         if isinstance(texts, (str, bytes)):
             raise TypeError("texts must be a sequence of strings, not a single string")
         texts = list(texts)
@@ -432,8 +436,9 @@ class Embedder:
         with self._encode_lock:
             # torch's thread count is process-wide; set it per call so Embedders with different
             # settings (e.g. the benchmark's 1 vs 2 threads) each get theirs.
-            if torch.get_num_threads() != self.settings.torch_threads:
-                torch.set_num_threads(max(1, self.settings.torch_threads))
+            wanted = max(1, threads or self.settings.torch_threads)
+            if torch.get_num_threads() != wanted:
+                torch.set_num_threads(wanted)
             out = self._model.encode(
                 texts,
                 prompt=prompt,

