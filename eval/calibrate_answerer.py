@@ -46,7 +46,7 @@ def collect(gold, top_k: int, cache: Path | None):
         with open(cache, "rb") as fh:
             data = pickle.load(fh)
         if data.get("questions") == [q.question for q in gold] and data.get("top_k") == top_k \
-                and data.get("format") == 2:
+                and data.get("format") == 3:
             return data["inputs"], data["documents"]
     from rag.pipeline import Pipeline
 
@@ -62,7 +62,7 @@ def collect(gold, top_k: int, cache: Path | None):
     documents = dict(pipeline.index.documents)
     if cache is not None:
         with open(cache, "wb") as fh:
-            pickle.dump({"format": 2, "questions": [q.question for q in gold], "top_k": top_k,
+            pickle.dump({"format": 3, "questions": [q.question for q in gold], "top_k": top_k,
                          "inputs": inputs, "documents": documents}, fh)
     return inputs, documents
 

@@ -12,20 +12,35 @@ One call of :meth:`Answerer.answer`:
    sentences (Robertson–Spärck Jones form used by BM25, ``idf = ln(1 + (N - df + 0.5) /
    (df + 0.5))``, after Spärck Jones 1972), × 1.5 for numbers and dictionary entities. A token
    the archive never uses gets the largest IDF: that is what sinks out-of-domain questions.
-2. **Sentence score** (higher is better, in [0, 1.05])::
+2. **Sentence score** (higher is better, in [0, 1.45])::
 
-       score = 0.50 * lexical + 0.30 * dense_rel + 0.10 / chunk_rank + 0.15 * type_hit
+       score = 0.50 * lexical + w_dense * dense_rel + 0.10 / chunk_rank + type + item
 
    * ``lexical`` in [0, 1]: IDF-weighted fraction of the content tokens found in the sentence
      (tokens of 2+ characters as substrings after NFKC and whitespace removal; single
-     characters only as whole jieba tokens, so 周 does not match 周年), or 0.85 × that of the
-     preceding sentence if larger (details often follow the sentence that names the topic).
+     characters only as whole jieba tokens, so 周 does not match 周年); an unmatched token of
+     2+ characters earns 0.4 × the share of its characters present (医生护士 ~ 医护人员). Raised
+     to 0.85 × that of the preceding sentence if larger (details often follow the sentence that
+     names the topic), and for non-heading sentences to 0.6 × the exact coverage of
+     ``candidate.section`` (the title/byline block the sentence sits under) if larger.
    * ``dense_rel`` in [0, 1]: cosine ``query_vector · candidate.vector`` min-max scaled over the
-     candidates (term dropped when ``query_vector`` is None).
-   * ``type_hit``: the sentence holds a number/date/person that the question does not (jieba
-     part-of-speech tags for persons); a factoid sentence without it is multiplied by 0.7.
-     Otherwise sentences under 6 characters are halved and lines without terminal punctuation
-     (headings, bylines) multiplied by 0.8.
+     candidates (term dropped when ``query_vector`` is None). ``w_dense = 0.30 + 0.20 × (1 -
+     best exact lexical coverage among the candidates)`` in [0.30, 0.50]: paraphrased questions
+     sharing few words lean on similarity.
+   * ``type`` (factoid asking for a number/date/person): +0.15 when the sentence holds one the
+     question does not (jieba part-of-speech tags for persons), +0.05 more for a number within
+     10 characters of a matched token; for 谁 a heading that is a name line (2–4 CJK characters,
+     ``市长 孙弘``, or a short line with a person name) counts as a person and gets +0.10 more
+     (the byline under a report's title); a sentence without the type is multiplied by 0.7.
+   * ``item`` (list questions): +0.05 for an enumerated item (一是/二要/首先/其次/(一)/1./建议:)
+     or a sentence after a line ending in 建议:/如下:, or — when the question asks for
+     建议/措施/如何/怎样/... — any sentence from a 建议: marker up to the next heading.
+   * Factors: headings are ``candidate.heading`` (layout flag) or lines of their own of at most
+     40 characters without terminal punctuation. List questions: bylines (a person, ——访…,
+     本报记者) × 0.2, other headings × 0.5. Otherwise (unless a 谁 byline hit) sentences under 6
+     characters × 0.5 and headings / lines without terminal punctuation × 0.8. A layout
+     fragment (the line starts a word cut at the end of the previous 20+ character line, e.g.
+     ``程医疗服务,…``) × 0.7.
 3. **Near-duplicates** are dropped: same normalised text, or character-bigram Jaccard similarity
    (Jaccard 1901) above 0.7 to a better sentence.
 4. **Brevity.** Factoid: the best sentence, plus a second one only when (a) the best lacks the
@@ -38,7 +53,8 @@ One call of :meth:`Answerer.answer`:
    up to ``settings.answer_max_sentences`` sentences chosen by maximal marginal relevance
    (Carbonell & Goldstein 1998): ``score - 0.3 × max bigram-Jaccard to those chosen`` + 0.08 for
    a new document + 0.04 for a new chunk, among sentences with ``score >= 0.4 × best`` and some
-   lexical overlap (a compound list question starts from its parts' answers); each trimmed to 120
+   lexical overlap, headings excluded when a body sentence matches (a compound list question
+   starts from its parts' answers); each trimmed to 120
    characters, together at most ``settings.answer_max_chars`` characters; grouped by document
    (groups in order of their first pick, reading order inside).
 5. **Confidence** in [0, 1]::
@@ -75,12 +91,12 @@ first ``answer_hits`` = 5), on the dev set ``eval/gold.jsonl``: 94 answerable, 1
 (6 out of domain, 9 near-domain). Sweep (false abstention / out-of-domain abstained /
 abstention recall over the 15 / key recall):
 
-    0.30       0.0% / 4 of 6 / 0.27 / 0.883
-    0.34-0.40  0.0% / 5 of 6 / 0.33-0.47 / 0.883
-    0.42       0.0% / 6 of 6 / 0.53 / 0.883
-    0.45       2.1% / 6 of 6 / 0.53 / 0.872
-    0.50       3.2% / 6 of 6 / 0.53 / 0.872
-    0.55       8.5% / 6 of 6 / 0.53 / 0.819
+    0.30       0.0% / 4 of 6 / 0.27 / 0.915
+    0.36-0.40  0.0% / 5 of 6 / 0.33-0.47 / 0.915
+    0.42       0.0% / 6 of 6 / 0.53 / 0.915
+    0.45       2.1% / 6 of 6 / 0.53 / 0.904
+    0.50       3.2% / 6 of 6 / 0.53 / 0.904
+    0.55       8.5% / 6 of 6 / 0.53 / 0.851
 
 Median answer length 98 characters and citation validity 1.0 throughout. 0.42 is the lowest
 value that turns away the weather questions (dev 0.414; "辽源今天天气怎么样" 0.401: the archive
@@ -140,6 +156,15 @@ _LIST_WINDOW_CHARS = 120
 _PREV_CONTEXT = 0.85          # a sentence inherits this share of its predecessor's lexical score
 _TYPE_MISS_FACTOR = 0.7       # factoid: sentence lacks the asked-for number/date/person
 _HEADING_FACTOR = 0.8         # sentences without terminal punctuation (headings, bylines)
+_LIST_HEADING_FACTOR = 0.5    # list: headings (titles) are not items
+_LIST_BYLINE_FACTOR = 0.2     # list: bylines (a person, ——访…, 本报记者) are never items
+_FRAGMENT_FACTOR = 0.7        # a line continuing a word of the previous layout line
+_ITEM_BONUS = 0.05            # list: enumerated item / sentence after a 建议: marker
+_SECTION_CONTEXT = 0.6        # a sentence inherits this share of its section headings' lexical
+_SOFT_MATCH = 0.4             # unmatched token: this × share of its characters in the sentence
+_W_DENSE_LOW_LEX = 0.20       # extra dense weight when no sentence covers the question well
+_NUMBER_NEAR_BONUS = 0.05
+_BYLINE_BONUS = 0.10          # person factoid: a name line among the headings     # number factoid: the number within 10 chars of a matched token
 _CONF_W_COV = 0.5             # confidence = w * coverage + (1 - w) * dense_abs
 _DENSE_LO, _DENSE_HI = 0.86, 0.94
 _UNKNOWN_ENTITY_FACTOR = 0.5
@@ -159,6 +184,9 @@ class Candidate:
         chunk_score: That hit's fused score (hybrid: [0, 1]).
         paragraph: Paragraph ordinal within its document.
         sentence_index: Global sentence id (adjacent ids = adjacent sentences of a document).
+        heading: The layout flags it as a heading/byline line (:func:`rag.text.document_spans`).
+            Default False: then a line of its own without terminal punctuation counts as one.
+        section: The nearest heading block before it (title, byline), "" if unknown.
     """
 
     span: Span
@@ -167,6 +195,8 @@ class Candidate:
     chunk_score: float
     paragraph: int
     sentence_index: int
+    heading: bool = False
+    section: str = ""
 
 
 @dataclass(frozen=True)
@@ -597,6 +627,7 @@ class _Scored:
     dense: float            # raw cosine (0 without a query vector)
     score: float
     type_hit: bool = False  # holds the asked-for number/date/person (factoid)
+    heading: bool = False   # a heading/byline line
 
 
 class Answerer:
@@ -644,10 +675,10 @@ class Answerer:
             return AnswerDraft(NOT_FOUND, (), True, 0.0, qtype, False)
         dense = _dense(query_vector, valid)
         kind = _answer_kind(question) if qtype == "factoid" else ""
-        everything = _score(valid, dense, weights, kind, question)
+        everything = _score(valid, dense, weights, kind, question, qtype, documents)
         scored = _dedupe(everything)
         parts = sub_questions(question)
-        firsts = self._part_answers(parts, valid, dense, weights, documents) if len(parts) > 1 else []
+        firsts = self._part_answers(parts, valid, dense, weights, documents, qtype) if len(parts) > 1 else []
         if qtype == "factoid":
             chosen = firsts or self._expand_factoid(scored, everything, kind)
             for s in chosen:
@@ -665,7 +696,7 @@ class Answerer:
     # selection ------------------------------------------------------------------------------
 
     def _part_answers(self, parts: Sequence[str], valid, dense, weights: Mapping[str, float],
-                      documents: Mapping[str, Document]) -> list[_Scored]:
+                      documents: Mapping[str, Document], qtype: str = "factoid") -> list[_Scored]:
         """Best sentence for each part of a compound question (distinct, in part order).
 
         A part's own content tokens keep their weight, the rest of the question's get half.
@@ -679,7 +710,7 @@ class Answerer:
             w = {t: (v if t in own else _OTHER_PART_WEIGHT * v) for t, v in weights.items()}
             for t, v in own.items():
                 w.setdefault(t, v)
-            ranked.append(_score(valid, dense, w, _answer_kind(part), part))
+            ranked.append(_score(valid, dense, w, _answer_kind(part), part, qtype, documents))
         anchor_i = max(range(len(parts)), key=lambda i: (ranked[i][0].score if ranked[i] else -1.0, -i))
         anchor = ranked[anchor_i][0]
         picked: dict[int, _Scored] = {anchor_i: anchor}
@@ -726,6 +757,9 @@ class Answerer:
         starting from the part answers of a compound question (or the best sentence)."""
         max_n = max(1, int(self.settings.answer_max_sentences))
         budget = max(1, int(self.settings.answer_max_chars))
+        body = [s for s in scored if not s.heading and s.lexical > 0]
+        if body:  # headings and bylines are not items when any body sentence matches
+            scored = body
         best = scored[0].score
         chosen: list[_Scored] = []
         used = 0
@@ -824,37 +858,160 @@ def _dense(query_vector: np.ndarray | None, valid) -> np.ndarray | None:
 _TERMINAL = set("。！？!?；;…”’\"')）")
 
 
+_CJK_RE = re.compile(r"[\u4e00-\u9fff]")
+_NAME_LINE_RE = re.compile(r"[\u4e00-\u9fff]{2,4}")
+_ITEM_RE = re.compile(r"^[“\"]?(?:[一二三四五六七八九十]+(?:是|要|则|、)|首先|其次|再次|再者|此外|最后|"
+                      r"第[一二三四五六七八九十]+[,，、:：]|[（(][一二三四五六七八九十\d]+[)）]|\d+[.、．]\D|"
+                      r"建议[:：])")
+_MARKER_END_RE_ITEMS = re.compile(r"(?:建议|如下|措施|问题|举措|做法)[:：]$")
+_SUGGEST_CUES = ("建议", "措施", "举措", "对策", "办法", "做法", "怎样", "如何", "怎么")
+_SUGGEST_MARKER_RE = re.compile(r"建议[:：]|建议如下|几点建议")
+_BYLINE_RE = re.compile(r"^——|本报记者|记者|通讯员|评论员")
+
+
+def _is_heading(cand: Candidate, span: Span, raw: str | None) -> bool:
+    """The layout's heading flag, else: a line of its own (at most 40 characters) without
+    terminal punctuation."""
+    if cand.heading:
+        return True
+    if raw is None:
+        return False
+    line_start = raw.rfind("\n", 0, span.start) + 1
+    line_end = raw.find("\n", span.end)
+    line_end = len(raw) if line_end < 0 else line_end
+    return (not raw[line_start:span.start].strip() and not raw[span.end:line_end].strip()
+            and len(strip_whitespace(span.text)) <= 40 and span.text.rstrip()[-1:] not in _TERMINAL)
+
+
+def _is_byline(text: str, norm: str) -> bool:
+    """A heading naming a person or a reporter (``市长 孙弘``, ``——访市政协委员曾丽丽``,
+    ``本报记者于森``, a bare 2–4 character name): never a list item."""
+    return bool(_BYLINE_RE.search(norm) or _NAME_LINE_RE.fullmatch(norm) or _persons(text))
+
+
+def _is_name_line(text: str, norm: str) -> bool:
+    """A heading that answers 谁: a bare name of 2–4 CJK characters, a title + name whose last
+    whitespace-separated part is one (``市长 孙弘``), or a short line (<= 20 characters)
+    holding a jieba person name."""
+    last = text.split()[-1] if text.split() else ""
+    return bool(_NAME_LINE_RE.fullmatch(norm) or (len(norm) <= 12 and _NAME_LINE_RE.fullmatch(last))
+                or (len(norm) <= 20 and _persons(text)))
+
+
+def _is_fragment(span: Span, raw: str | None) -> bool:
+    """The span starts a layout line that continues a word cut at the end of the previous
+    non-blank line (that line is 20+ characters and ends in a CJK character, not punctuation),
+    e.g. ``程医疗服务,…`` after ``…基层防病治病和健康``."""
+    if raw is None:
+        return False
+    line_start = raw.rfind("\n", 0, span.start) + 1
+    if raw[line_start:span.start].strip() or line_start == 0:
+        return False
+    before = raw[:line_start].rstrip()
+    prev_line = before[before.rfind("\n") + 1:].strip()
+    return len(prev_line) >= 20 and bool(_CJK_RE.fullmatch(prev_line[-1]))
+
+
+def _soft_coverage(weights: Mapping[str, float], text_norm: str, tokens: frozenset[str]) -> float:
+    """:func:`_coverage` plus partial credit for unmatched tokens of 2+ characters:
+    ``_SOFT_MATCH`` × the share of their characters found in the text (医生护士 ~ 医护人员)."""
+    total = sum(weights.values())
+    if total <= 0:
+        return 0.0
+    found = 0.0
+    for t, w in weights.items():
+        if t in text_norm and (len(t) > 1 or t in tokens):
+            found += w
+        elif len(t) > 1:
+            found += w * _SOFT_MATCH * sum(ch in text_norm for ch in t) / len(t)
+    return found / total
+
+
+def _number_near(weights: Mapping[str, float], text_norm: str, question_norm: str) -> bool:
+    """A number of the text (not in the question) within 10 characters of a matched token."""
+    asked = set(_numbers(question_norm, True))
+    matched = [t for t in weights if len(t) > 1 and t in text_norm]
+    for num in _numbers(text_norm):
+        if num in asked:
+            continue
+        pos = text_norm.find(num)
+        window = text_norm[max(0, pos - 10):pos + len(num) + 10]
+        if any(t in window for t in matched):
+            return True
+    return False
+
+
 def _score(valid, dense: np.ndarray | None, weights: Mapping[str, float], kind: str,
-           question: str) -> list[_Scored]:
+           question: str, qtype: str = "factoid",
+           documents: Mapping[str, Document] | None = None) -> list[_Scored]:
     """Score candidates (formula in the module docstring), best first."""
     qnorm = _norm(question)
     norms = [_norm(span.text) for _, span in valid]
-    lex = [_coverage(weights, n, _token_set(span.text)) for n, (_, span) in zip(norms, valid)]
+    exact = [_coverage(weights, n, _token_set(span.text)) for n, (_, span) in zip(norms, valid)]
+    lex = [_soft_coverage(weights, n, _token_set(span.text)) for n, (_, span) in zip(norms, valid)]
     by_index = {(c.span.doc_id, c.sentence_index): i for i, (c, _) in enumerate(valid)}
+    w_dense = _W_DENSE + _W_DENSE_LOW_LEX * (1.0 - max(exact, default=0.0))
     if dense is not None:
         lo, hi = float(dense.min()), float(dense.max())
         dense_rel = (dense - lo) / (hi - lo) if hi - lo > 1e-9 else np.full_like(dense, 0.5)
+    # List questions asking for suggestions/measures: sentences from a "建议:" marker on, up to
+    # the next heading, are the items.
+    zone: set[int] = set()
+    if qtype == "list" and any(c in qnorm for c in _SUGGEST_CUES):
+        order = sorted(range(len(valid)), key=lambda j: (valid[j][0].span.doc_id, valid[j][0].sentence_index))
+        active, last = False, None
+        for j in order:
+            c = valid[j][0]
+            key = (c.span.doc_id, c.sentence_index - 1)
+            if last != key or c.heading:
+                active = False
+            if _SUGGEST_MARKER_RE.search(norms[j][:12]) or (active and not c.heading):
+                zone.add(j)
+                active = True
+            last = (c.span.doc_id, c.sentence_index)
     out: list[_Scored] = []
     for i, (cand, span) in enumerate(valid):
+        raw = documents[span.doc_id].text if documents and span.doc_id in documents else None
+        heading = _is_heading(cand, span, raw)
         # Context: a sentence inherits part of its predecessor's lexical score, so the details
-        # following an introducing sentence ("他提出了…七条建议") are not lost.
+        # following an introducing sentence ("他提出了…七条建议") are not lost, and part of its
+        # section headings' (the proposal title and byline it sits under).
         prev = by_index.get((cand.span.doc_id, cand.sentence_index - 1))
         lexical = max(lex[i], _PREV_CONTEXT * lex[prev]) if prev is not None else lex[i]
+        if cand.section and not heading:
+            section_norm = _norm(cand.section)
+            lexical = max(lexical, _SECTION_CONTEXT * _coverage(weights, section_norm,
+                                                                _token_set(cand.section)))
         score = _W_LEX * lexical + _W_RANK / max(cand.chunk_rank, 1)
         if dense is not None:
-            score += _W_DENSE * float(dense_rel[i])
+            score += w_dense * float(dense_rel[i])
         hit = bool(kind) and _type_hit(kind, norms[i], qnorm, span.text)
+        if kind == "person" and heading and _is_name_line(span.text, norms[i]) \
+                and not any(p in qnorm for p in _persons(span.text)):
+            hit = True  # the byline under a report's title answers 谁作的
+            score += _BYLINE_BONUS
         if hit:
             score += _W_TYPE
+            if kind == "number" and _number_near(weights, norms[i], qnorm):
+                score += _NUMBER_NEAR_BONUS
         elif kind:
             score *= _TYPE_MISS_FACTOR
+        if qtype == "list":
+            prev_norm = norms[prev] if prev is not None else ""
+            if not heading and (_ITEM_RE.match(norms[i]) or _MARKER_END_RE_ITEMS.search(prev_norm)
+                                or i in zone):
+                score += _ITEM_BONUS
         if not (hit and kind == "person"):  # a byline may be the answer to 谁
-            if len(norms[i]) < _SHORT_CHARS:
+            if qtype == "list" and heading:
+                score *= _LIST_BYLINE_FACTOR if _is_byline(span.text, norms[i]) else _LIST_HEADING_FACTOR
+            elif len(norms[i]) < _SHORT_CHARS:
                 score *= 0.5
-            elif span.text.rstrip()[-1:] not in _TERMINAL:
+            elif heading or span.text.rstrip()[-1:] not in _TERMINAL:
                 score *= _HEADING_FACTOR
+        if not heading and _is_fragment(span, raw):
+            score *= _FRAGMENT_FACTOR
         out.append(_Scored(cand, span, norms[i], lexical, float(dense[i]) if dense is not None else 0.0,
-                           score, hit))
+                           score, hit, heading))
     # Deterministic order: score, then earlier rank, then document position.
     out.sort(key=lambda s: (-s.score, s.cand.chunk_rank, s.span.doc_id, s.span.start))
     return out

@@ -356,3 +356,62 @@ def test_display_text_removes_layout_whitespace_only():
 
 def test_strip_template_on_factoid():
     assert strip_template("人均收入达到11473元[1]") == "人均收入达到11473元"
+
+
+# --- headings, bylines, suggestion items, fragments --------------------------------------------
+
+_PROPOSAL = ("关于提高基层防病治病能力的建议\n"
+             "农工党委员会委员 刘新艳\n"
+             "近年来,我市基层防病治病能力持续提升,群众满意度不断提高。\n"
+             "建议:一是完善中医药服务体系建设,推广中医适宜技术。\n"
+             "二是加强基层医疗人才队伍建设,落实乡村医生待遇。\n")
+_REPORT = ("政协常务委员会工作报告\n"
+           "刘立新\n"
+           "现在,我代表政协常务委员会,向大会报告工作,请予审议。\n")
+
+
+def _inline(doc_id: str, raw: str, headings: set[int]) -> tuple[Document, list[Candidate]]:
+    """A document and its candidates: one per line, unit vectors (dense term constant)."""
+    doc = Document(doc_id=doc_id, title=doc_id, date=None, path=f"{doc_id}.txt", text=raw)
+    cands, pos = [], 0
+    for i, line in enumerate(raw.split("\n")):
+        if line:
+            span = Span(doc_id=doc_id, start=pos, end=pos + len(line), text=line, clean=line.replace(" ", ""))
+            cands.append(Candidate(span, np.ones(4, dtype=np.float32) / 2, 1, 1.0, i, 100 * len(doc_id) + i,
+                                   heading=i in headings))
+        pos += len(line) + 1
+    return doc, cands
+
+
+def _ask(question: str, doc: Document, cands: list[Candidate]):
+    answerer = Answerer(Settings(abstain_threshold=0.0))
+    hits = [Hit(chunk_id=f"{doc.doc_id}#0", doc_id=doc.doc_id, start=0, end=len(doc.text),
+                text=doc.text, score=1.0, rank=1)]
+    return answerer.answer(question, None, hits, cands, {doc.doc_id: doc})
+
+
+def test_list_suggestions_skip_title_and_byline():
+    doc, cands = _inline("p", _PROPOSAL, {0, 1})
+    draft = _ask("刘新艳对提高基层防病治病能力提出了哪些建议？", doc, cands)
+    quoted = [c.text for c in draft.citations]
+    assert "关于提高基层防病治病能力的建议" not in quoted
+    assert not any("刘新艳" == q[-3:] for q in quoted)
+    assert any("中医药服务体系" in q for q in quoted)
+
+
+def test_who_question_answered_by_byline():
+    doc, cands = _inline("r", _REPORT, {0, 1})
+    draft = _ask("政协常务委员会工作报告是谁作的？", doc, cands)
+    assert draft.question_type == "factoid"
+    assert "刘立新" in draft.text
+
+
+def test_layout_fragment_detected():
+    from rag.answerer import _is_fragment
+    raw = "近年来我市在市委市政府高度重视下基层防病治病和健康\n\n程医疗服务,强化三级医院对口帮扶。\n"
+    start = raw.index("程")
+    span = Span(doc_id="f", start=start, end=len(raw) - 1, text=raw[start:-1], clean=raw[start:-1])
+    assert _is_fragment(span, raw)
+    start2 = 0
+    first = Span(doc_id="f", start=start2, end=raw.index("\n"), text=raw[:raw.index("\n")], clean="")
+    assert not _is_fragment(first, raw)
