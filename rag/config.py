@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from .errors import ConfigError
+
 #: Repository checkout root (where ``seeds/`` lives when running from a clone / editable install).
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -91,7 +93,8 @@ class Settings:
         """Build settings from ``RAG_*`` variables, then apply non-``None`` ``overrides``.
 
         Raises:
-            ValueError: an environment value cannot be parsed to the field's type.
+            ConfigError: an environment value cannot be parsed to the field's type (a
+                ``ValueError`` too).
         """
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
@@ -136,4 +139,5 @@ def _parse(name: str, type_name: Any, raw: str) -> Any:
             return float(raw)
         return raw
     except ValueError as err:
-        raise ValueError(f"RAG_{name.upper()}={raw!r} is not a valid {type_name}") from err
+        raise ConfigError(f"RAG_{name.upper()}={raw!r} is not a valid {type_name}",
+                          hint=f"unset RAG_{name.upper()} or give it a {type_name}") from err

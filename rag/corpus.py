@@ -25,7 +25,8 @@ _ID_HINT = "a doc_id is the file stem of a .txt file in the corpus folder"
 #: A full date such as ``2021年1月27日`` (digits may be full-width; NFKC is applied first).
 _DATE = re.compile(r"(\d{4})\s*年\s*(\d{1,2})\s*月\s*(\d{1,2})\s*日")
 #: A plain file stem: word characters, ``-`` and ``.``, not starting with ``.``.
-_STEM = re.compile(r"[^\W][\w.\-]*")
+# Any file stem without separators, "%", control characters or a leading dot.
+_STEM = re.compile(r"[^./\\%\x00-\x1f][^/\\%\x00-\x1f]*")
 
 
 def read_raw(path: Path | str) -> str:

@@ -36,6 +36,18 @@ class QuestionTooLongError(BadQuestionError):
     """The question exceeds ``Settings.max_question_chars``."""
 
 
+class ConfigError(RagError, ValueError):
+    """A setting (``RAG_*`` variable or flag) has a value of the wrong type."""
+
+    exit_code = 2
+
+
+class GoldSetError(RagError):
+    """A gold question file is missing, unreadable or malformed."""
+
+    exit_code = 2
+
+
 class CorpusError(RagError):
     """The corpus folder is missing, unreadable or holds no usable ``.txt`` file."""
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from .config import PROJECT_ROOT, Settings
+from .errors import GoldSetError
 from .gold import GoldQuestion, load_gold
 from .metrics import format_markdown_report, score_records
 
@@ -163,7 +164,13 @@ def run_eval_command(args, settings: Settings) -> int:
     from .pipeline import Pipeline
 
     gold_path = Path(args.gold) if args.gold else DEFAULT_GOLD
-    gold = load_gold(gold_path)
+    try:
+        gold = load_gold(gold_path)
+    except (OSError, ValueError) as err:  # UnicodeDecodeError is a ValueError
+        raise GoldSetError(f"cannot read gold file {gold_path}: {err}",
+                           hint="one JSON object per line, see eval/gold.jsonl") from err
+    if not gold:
+        raise GoldSetError(f"gold file {gold_path} holds no question")
     if args.ablation:
         rows = run_ablation(settings, gold, default_variants(settings))
         table = format_ablation(rows)

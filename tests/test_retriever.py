@@ -40,3 +40,11 @@ def test_rrf_fusion_and_argument_checks(tiny_pipeline):
 def test_question_without_any_known_token_still_returns_dense_hits(tiny_pipeline):
     hits = tiny_pipeline.retrieve("？？？ zzzz", top_k=3)
     assert all(h.scores.get("bm25", 0) == 0 for h in hits)
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "dense", "bm25"])
+def test_top_k_above_candidate_k_still_returns_top_k_hits(tiny_pipeline, mode):
+    index = tiny_pipeline.index
+    vec = tiny_pipeline.embed_question("政协")
+    hits = Retriever(index, candidate_k=2).search("政协 梅花鹿 职业教育 提案", vec, top_k=4, mode=mode)
+    assert len(hits) > 2  # more than candidate_k
