@@ -38,7 +38,7 @@ from .tokenize import tokenize, user_dict_hash
 from .types import Chunk, Document, Span
 
 #: Bump when the directory layout or what is stored changes; old indexes are then rebuilt.
-INDEX_FORMAT = 2
+INDEX_FORMAT = 3
 
 _META_KEYS_THAT_MUST_MATCH = ("format", "model_id", "model_fingerprint", "dim", "chunk_size", "chunk_overlap", "section_context",
                               "user_dict_hash", "corpus_hash", "package_version")
@@ -90,11 +90,15 @@ def expected_meta(settings: Settings, model_id: str, dim: int, model_path: str |
 
 @dataclass
 class SentenceRecord:
-    """A sentence of the corpus with the chunks (ordinals) that contain it."""
+    """A sentence of the corpus with the chunks (ordinals) that contain it, its paragraph
+    ordinal, whether it is a heading line, and its section: the nearest run of heading lines
+    before it (a title and its byline)."""
 
     span: Span
     chunk_ordinals: tuple[int, ...]
     paragraph: int = 0
+    heading: bool = False
+    section: str = ""
 
 
 @dataclass
@@ -236,7 +240,8 @@ class ArchiveIndex:
                 sentences.append(SentenceRecord(
                     span=Span(doc_id=row["doc_id"], start=row["start"], end=row["end"],
                               text=row["text"], clean=row["clean"]),
-                    chunk_ordinals=tuple(row["chunks"]), paragraph=row.get("paragraph", 0)))
+                    chunk_ordinals=tuple(row["chunks"]), paragraph=row.get("paragraph", 0),
+                    heading=bool(row.get("heading", False)), section=row.get("section", "")))
             sentence_vectors = np.load(directory / "sentence_vectors.npy", allow_pickle=False)
             faiss_index = faiss.read_index(str(directory / "dense.faiss"))
             bm25 = bm25s.BM25.load(str(directory / "bm25"), show_progress=False)
@@ -293,7 +298,8 @@ class ArchiveIndex:
                 for rec in self.sentences:
                     row = {"doc_id": rec.span.doc_id, "start": rec.span.start, "end": rec.span.end,
                            "text": rec.span.text, "clean": rec.span.clean,
-                           "chunks": list(rec.chunk_ordinals), "paragraph": rec.paragraph}
+                           "chunks": list(rec.chunk_ordinals), "paragraph": rec.paragraph,
+                           "heading": rec.heading, "section": rec.section}
                     fh.write(json.dumps(row, ensure_ascii=False) + "\n")
             np.save(tmp / "sentence_vectors.npy", self.sentence_vectors.astype(np.float32), allow_pickle=False)
             faiss.write_index(self.faiss_index, str(tmp / "dense.faiss"))
@@ -354,10 +360,15 @@ def build_index(settings: Settings, embedder, progress: Callable[[str, int, int]
     by_doc: dict[str, list[int]] = {}
     for doc in docs:
         layout = layouts[doc.doc_id]
-        paragraphs = list(getattr(layout, "paragraph_ids", []) or [0] * len(layout.sentences))
-        for span, paragraph in zip(layout.sentences, paragraphs):
+        block: list[str] = []
+        previous_was_heading = False
+        for span, paragraph, heading in zip(layout.sentences, layout.paragraph_ids, layout.headings):
             by_doc.setdefault(doc.doc_id, []).append(len(sentences))
-            sentences.append(SentenceRecord(span=span, chunk_ordinals=(), paragraph=paragraph))
+            sentences.append(SentenceRecord(span=span, chunk_ordinals=(), paragraph=paragraph,
+                                            heading=heading, section=" ".join(block)))
+            if heading:
+                block = (block if previous_was_heading else []) + [span.clean]
+            previous_was_heading = heading
     containing: list[list[int]] = [[] for _ in sentences]
     for ordinal, chunk in enumerate(chunks):
         for i in by_doc.get(chunk.doc_id, []):

@@ -228,9 +228,8 @@ class Pipeline:
     def candidates(self, hits: Sequence[Hit]) -> list[Candidate]:
         """The sentences inside ``hits`` (each once, with the best rank of a chunk holding it).
 
-        Each candidate also carries its layout heading flag and its section context (the
-        nearest run of heading lines before it: a title and its byline), from the document's
-        :func:`rag.text.document_spans` layout (computed once per document, cached).
+        Each candidate also carries its heading flag and section (the nearest run of heading
+        lines before it: a title and its byline), recorded per sentence at index time.
         """
         index = self.index
         seen: set[int] = set()
@@ -242,41 +241,10 @@ class Pipeline:
                     continue
                 seen.add(i)
                 rec = index.sentences[i]
-                heading, section = self._layout_info(rec.span)
                 out.append(Candidate(span=rec.span, vector=index.sentence_vectors[i], chunk_rank=hit.rank,
                                      chunk_score=hit.score, paragraph=rec.paragraph, sentence_index=i,
-                                     heading=heading, section=section))
+                                     heading=rec.heading, section=rec.section))
         return out
-
-    def _layout_info(self, span) -> tuple[bool, str]:
-        """(heading flag, section context) of an indexed sentence span; (False, "") when the
-        span is not a sentence of the document's layout."""
-        from .text import document_spans
-
-        cache = self.__dict__.setdefault("_layout_cache", {})
-        entry = cache.get(span.doc_id)
-        if entry is None:
-            doc = self.index.documents.get(span.doc_id)
-            layout = document_spans(span.doc_id, doc.text) if doc is not None else None
-            starts = {} if layout is None else {
-                s.start: (h, s.end) for s, h in zip(layout.sentences, layout.headings)}
-            entry = cache[span.doc_id] = (layout, starts)
-        layout, starts = entry
-        info = starts.get(span.start)
-        if layout is None or info is None:
-            return False, ""
-        # The nearest heading block only (title + byline of the section the sentence is in).
-        block: list[str] = []
-        run_open = False
-        for sent, heading in zip(layout.sentences, layout.headings):
-            if sent.start >= span.start:
-                break
-            if heading:
-                if not run_open:
-                    block = []
-                block.append(sent.clean)
-            run_open = heading
-        return bool(info[0]), " ".join(block)
 
     # --- documents --------------------------------------------------------------------------
 
