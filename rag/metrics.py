@@ -26,10 +26,9 @@ from __future__ import annotations
 
 import math
 import re
-import unicodedata
 from typing import Any, Mapping, Sequence
 
-from rag.gold import GoldQuestion
+from rag.gold import GoldQuestion, norm_ws
 
 __all__ = [
     "normalize_for_match", "hit_is_relevant", "relevance_vector", "recall_at_k", "mrr_at_k",
@@ -45,13 +44,9 @@ _RECALL_KS = (1, 5, 10)
 _K = 10
 
 
-def normalize_for_match(s: str) -> str:
-    """NFKC-normalise ``s`` and remove all whitespace.
-
-    Makes matching insensitive to layout line breaks and to full-width vs half-width forms
-    (``，`` vs ``,``, ``１`` vs ``1``).
-    """
-    return "".join(ch for ch in unicodedata.normalize("NFKC", s) if not ch.isspace())
+#: NFKC + all whitespace removed: the gold set's own matching form, so the validator and the
+#: scorer can never disagree on whether a string is present.
+normalize_for_match = norm_ws
 
 
 def hit_is_relevant(hit_text: str, evidence: Sequence[str]) -> bool:
