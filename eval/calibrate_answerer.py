@@ -27,6 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rag.answerer import Answerer  # noqa: E402
+from rag.archive import InMemoryArchive  # noqa: E402
 from rag.config import PROJECT_ROOT, Settings  # noqa: E402
 from rag.gold import load_gold  # noqa: E402
 from rag.metrics import score_records  # noqa: E402
@@ -69,9 +70,10 @@ def collect(gold, top_k: int, cache: Path | None):
 
 def run(gold, inputs, documents, settings: Settings) -> list[dict]:
     answerer = Answerer(settings)
+    archive = InMemoryArchive(documents)
     records = []
     for q, (qv, hits, evidence, cands) in zip(gold, inputs):
-        d = answerer.answer(q.question.strip(), qv, evidence, cands, documents)
+        d = answerer.answer(q.question.strip(), qv, evidence, cands, archive)
         records.append({"question": q.question, "answer": d.text, "abstained": d.abstained,
                         "confidence": d.confidence, "question_type": d.question_type,
                         "citations": [c.to_dict() for c in d.citations],

@@ -113,7 +113,6 @@ after changing either.
 
 from __future__ import annotations
 
-import math
 import re
 import threading
 import unicodedata
@@ -126,7 +125,8 @@ import numpy as np
 
 from .config import Settings
 from .tokenize import USER_DICT_PATH, jieba_tokenizer, tokenize
-from .types import Citation, Document, Hit, Span
+from .archive import ArchiveView
+from .types import Citation, Hit, Span
 
 __all__ = ["Candidate", "AnswerDraft", "Answerer", "question_type", "sub_questions", "content_weights",
            "question_entities", "strip_whitespace",
@@ -378,77 +378,29 @@ def _entities() -> frozenset[str]:
     return _entities_cache
 
 
-_PSEUDO_SENT_RE = re.compile(r"[。！？!?\n]+")
-
-
-class _IdfTable:
-    """Sentence-level document frequencies of jieba tokens over the archive.
-
-    ``idf(t) = ln(1 + (N - df + 0.5) / (df + 0.5))`` (Robertson–Spärck Jones, as in BM25;
-    Spärck Jones 1972), N = number of pseudo-sentences (raw text split at 。！？!? and line
-    breaks). Unseen tokens get ``idf(df=0)``, the maximum.
-    """
-
-    def __init__(self, documents: Mapping[str, Document]):
-        df: dict[str, int] = {}
-        n = 0
-        for doc in documents.values():
-            for part in _PSEUDO_SENT_RE.split(doc.text):
-                part = part.strip()
-                if not part:
-                    continue
-                n += 1
-                for tok in set(tokenize(part)):
-                    df[tok] = df.get(tok, 0) + 1
-        self.n = max(n, 1)
-        self.df = df
-        #: The whole archive, normalised (for "is this entity mentioned at all").
-        self.text = "\n".join(_norm(doc.text) for doc in documents.values())
-
-    def idf(self, token: str) -> float:
-        d = self.df.get(token, 0)
-        return math.log(1.0 + (self.n - d + 0.5) / (d + 0.5))
-
-
-_idf_lock = threading.Lock()
-_idf_cache: dict[tuple, _IdfTable] = {}
-
-
-def _idf_table(documents: Mapping[str, Document]) -> _IdfTable:
-    key = tuple(sorted((doc_id, len(d.text), hash(d.text)) for doc_id, d in documents.items()))
-    with _idf_lock:
-        table = _idf_cache.get(key)
-        if table is None:
-            if len(_idf_cache) > 8:
-                _idf_cache.clear()
-            table = _IdfTable(documents)
-            _idf_cache[key] = table
-        return table
-
-
-def content_weights(question: str, documents: Mapping[str, Document] | None = None) -> dict[str, float]:
+def content_weights(question: str, archive: ArchiveView | None = None) -> dict[str, float]:
     """Content tokens of ``question`` with their weights.
 
     Tokens come from :func:`rag.tokenize.tokenize` (jieba search mode); stopwords and question
     words (:data:`STOPWORDS`) and tokens made only of question-cue characters are dropped.
-    Weight = IDF over the archive sentences (1.0 for every token when ``documents`` is None or
-    empty) × 1.5 for tokens containing a digit or naming a dictionary entity.
+    Weight = IDF over the archive's units (:meth:`rag.archive.ArchiveView.idf`; 1.0 for every
+    token when ``archive`` is None) × 1.5 for tokens containing a digit or naming a dictionary
+    entity.
 
     Args:
         question: The question.
-        documents: The archive, for IDF.
+        archive: The archive, for IDF.
 
     Returns:
         ``{normalised token: weight > 0}``; empty when the question has no content word.
     """
-    table = _idf_table(documents) if documents else None
     out: dict[str, float] = {}
     entities = _entities()
     for tok in tokenize(question):
         t = _norm(tok)
         if not t or t in STOPWORDS or t in out or t.startswith(_QUESTION_PREFIXES):
             continue
-        w = table.idf(t) if table is not None else 1.0
+        w = archive.idf(t) if archive is not None else 1.0
         if any(ch.isdigit() for ch in t) or t in entities:
             w *= _ENTITY_BOOST
         if w > 0:
@@ -641,17 +593,17 @@ class Answerer:
     def __init__(self, settings: Settings):
         self.settings = settings
 
-    def warm_up(self, documents: Mapping[str, Document]) -> None:
-        """Build the IDF table of ``documents`` and load the jieba POS tagger now (about 1 s for
+    def warm_up(self, archive: ArchiveView | None = None) -> None:
+        """Fill the archive's term statistics and load the jieba POS tagger now (about 1 s for
         the bundled archive) instead of on the first question. Idempotent."""
-        if documents:
-            _idf_table(documents)
+        if archive is not None:
+            archive.idf("辽源")
         _pos_cut("辽源")
 
     # public ---------------------------------------------------------------------------------
 
     def answer(self, question: str, query_vector: np.ndarray | None, hits: Sequence[Hit],
-               candidates: Sequence[Candidate], documents: Mapping[str, Document]) -> AnswerDraft:
+               candidates: Sequence[Candidate], archive: ArchiveView) -> AnswerDraft:
         """Compose the answer to ``question`` from ``candidates``.
 
         Args:
@@ -659,8 +611,8 @@ class Answerer:
             query_vector: float32 (dim,), L2-normalised, or None (lexical scoring only).
             hits: Retrieved chunks in rank order (their text feeds the confidence).
             candidates: Sentences of those chunks. Candidates whose span does not match
-                ``documents[doc_id].text[start:end]`` are ignored (the citation invariant).
-            documents: ``doc_id -> Document`` with the raw text.
+                ``archive.document(doc_id).text[start:end]`` are ignored (the citation invariant).
+            archive: Stored texts and term statistics (:class:`rag.archive.ArchiveView`).
 
         Returns:
             An :class:`AnswerDraft`; see the module docstring for text format and confidence.
@@ -669,16 +621,16 @@ class Answerer:
             ValueError: ``query_vector`` and a candidate vector have different dimensions.
         """
         qtype = question_type(question)
-        weights = content_weights(question, documents)
-        valid = _valid_candidates(candidates, documents)
+        weights = content_weights(question, archive)
+        valid = _valid_candidates(candidates, archive)
         if not valid:
             return AnswerDraft(NOT_FOUND, (), True, 0.0, qtype, False)
         dense = _dense(query_vector, valid)
         kind = _answer_kind(question) if qtype == "factoid" else ""
-        everything = _score(valid, dense, weights, kind, question, qtype, documents)
+        everything = _score(valid, dense, weights, kind, question, qtype, archive)
         scored = _dedupe(everything)
         parts = sub_questions(question)
-        firsts = self._part_answers(parts, valid, dense, weights, documents, qtype) if len(parts) > 1 else []
+        firsts = self._part_answers(parts, valid, dense, weights, archive, qtype) if len(parts) > 1 else []
         if qtype == "factoid":
             chosen = firsts or self._expand_factoid(scored, everything, kind)
             for s in chosen:
@@ -686,17 +638,16 @@ class Answerer:
                                  _FACTOID_WINDOW_CHARS, _norm(question))
         else:
             chosen = self._select_list(scored, weights, firsts, _norm(question))
-        archive = _idf_table(documents).text if documents else None
         confidence = _confidence(question, weights, chosen, dense, hits, archive)
         if confidence < self.settings.abstain_threshold:
-            return self._abstain(scored, weights, confidence, qtype, documents)
-        text, citations = self._compose(chosen, qtype, documents, lead=None)
+            return self._abstain(scored, weights, confidence, qtype, archive)
+        text, citations = self._compose(chosen, qtype, archive, lead=None)
         return AnswerDraft(text, citations, False, confidence, qtype, False)
 
     # selection ------------------------------------------------------------------------------
 
     def _part_answers(self, parts: Sequence[str], valid, dense, weights: Mapping[str, float],
-                      documents: Mapping[str, Document], qtype: str = "factoid") -> list[_Scored]:
+                      archive: ArchiveView, qtype: str = "factoid") -> list[_Scored]:
         """Best sentence for each part of a compound question (distinct, in part order).
 
         A part's own content tokens keep their weight, the rest of the question's get half.
@@ -706,11 +657,11 @@ class Answerer:
         """
         ranked: list[list[_Scored]] = []
         for part in parts:
-            own = content_weights(part, documents)
+            own = content_weights(part, archive)
             w = {t: (v if t in own else _OTHER_PART_WEIGHT * v) for t, v in weights.items()}
             for t, v in own.items():
                 w.setdefault(t, v)
-            ranked.append(_score(valid, dense, w, _answer_kind(part), part, qtype, documents))
+            ranked.append(_score(valid, dense, w, _answer_kind(part), part, qtype, archive))
         anchor_i = max(range(len(parts)), key=lambda i: (ranked[i][0].score if ranked[i] else -1.0, -i))
         anchor = ranked[anchor_i][0]
         picked: dict[int, _Scored] = {anchor_i: anchor}
@@ -796,26 +747,26 @@ class Answerer:
     # composition ----------------------------------------------------------------------------
 
     def _abstain(self, scored: list[_Scored], weights: Mapping[str, float], confidence: float,
-                 qtype: str, documents: Mapping[str, Document]) -> AnswerDraft:
+                 qtype: str, archive: ArchiveView) -> AnswerDraft:
         near = [s for s in scored if s.lexical > 0][:_SNIPPETS]
         if confidence < _SNIPPET_FLOOR * self.settings.abstain_threshold or not near:
             return AnswerDraft(NOT_FOUND, (), True, confidence, qtype, False)
         for s in near:
             s.span = _window(s.span, weights, "", _FACTOID_WINDOW_CHARS, _FACTOID_WINDOW_CHARS, "")
-        text, citations = self._compose(near, "list", documents, lead=LOW_CONFIDENCE_LEAD)
+        text, citations = self._compose(near, "list", archive, lead=LOW_CONFIDENCE_LEAD)
         return AnswerDraft(text, citations, True, confidence, qtype, True)
 
-    def _citation(self, n: int, span: Span, documents: Mapping[str, Document]) -> Citation:
-        doc = documents[span.doc_id]
+    def _citation(self, n: int, span: Span, archive: ArchiveView) -> Citation:
+        doc = archive.document(span.doc_id)
         base = (self.settings.base_url or "").rstrip("/")
         url = f"{base}/sources/{quote(span.doc_id, safe='')}?start={span.start}&end={span.end}"
         return Citation(id=n, doc_id=span.doc_id, title=doc.title, date=doc.date, start=span.start,
                         end=span.end, text=doc.text[span.start:span.end], url=url,
                         line=_line_of(doc.text, span.start))
 
-    def _compose(self, chosen: Sequence[_Scored], qtype: str, documents: Mapping[str, Document],
+    def _compose(self, chosen: Sequence[_Scored], qtype: str, archive: ArchiveView,
                  lead: str | None) -> tuple[str, tuple[Citation, ...]]:
-        citations = tuple(self._citation(i, s.span, documents) for i, s in enumerate(chosen, start=1))
+        citations = tuple(self._citation(i, s.span, archive) for i, s in enumerate(chosen, start=1))
         if qtype == "factoid" and lead is None:
             return "\n".join(f"{display_text(c.text)}[{c.id}]" for c in citations), citations
         lines = [lead or LIST_LEAD]
@@ -827,11 +778,11 @@ class Answerer:
 
 
 def _valid_candidates(candidates: Sequence[Candidate],
-                      documents: Mapping[str, Document]) -> list[tuple[Candidate, Span]]:
+                      archive: ArchiveView) -> list[tuple[Candidate, Span]]:
     """Candidates whose span is verbatim in its document, with outer whitespace trimmed."""
     out = []
     for cand in candidates:
-        doc = documents.get(cand.span.doc_id)
+        doc = archive.document(cand.span.doc_id)
         if doc is None or doc.text[cand.span.start:cand.span.end] != cand.span.text:
             continue
         span = _trim_span(cand.span)
@@ -943,7 +894,7 @@ def _number_near(weights: Mapping[str, float], text_norm: str, question_norm: st
 
 def _score(valid, dense: np.ndarray | None, weights: Mapping[str, float], kind: str,
            question: str, qtype: str = "factoid",
-           documents: Mapping[str, Document] | None = None) -> list[_Scored]:
+           archive: ArchiveView | None = None) -> list[_Scored]:
     """Score candidates (formula in the module docstring), best first."""
     qnorm = _norm(question)
     norms = [_norm(span.text) for _, span in valid]
@@ -971,7 +922,8 @@ def _score(valid, dense: np.ndarray | None, weights: Mapping[str, float], kind: 
             last = (c.span.doc_id, c.sentence_index)
     out: list[_Scored] = []
     for i, (cand, span) in enumerate(valid):
-        raw = documents[span.doc_id].text if documents and span.doc_id in documents else None
+        doc = archive.document(span.doc_id) if archive is not None else None
+        raw = doc.text if doc is not None else None
         heading = _is_heading(cand, span, raw)
         # Context: a sentence inherits part of its predecessor's lexical score, so the details
         # following an introducing sentence ("他提出了…七条建议") are not lost, and part of its
@@ -1050,7 +1002,7 @@ def _window(span: Span, weights: Mapping[str, float], kind: str, full_chars: int
 
 
 def _confidence(question: str, weights: Mapping[str, float], chosen: Sequence[_Scored],
-                dense: np.ndarray | None, hits: Sequence[Hit], archive: str | None) -> float:
+                dense: np.ndarray | None, hits: Sequence[Hit], archive: ArchiveView | None) -> float:
     """Confidence in [0, 1] (formula in the module docstring)."""
     retrieved = "".join(_norm(h.text) for h in hits) + "".join(_norm(s.span.text) for s in chosen)
     tokens = frozenset().union(*(_token_set(h.text) for h in hits),
@@ -1061,7 +1013,7 @@ def _confidence(question: str, weights: Mapping[str, float], chosen: Sequence[_S
         conf = _CONF_W_COV * cov + (1.0 - _CONF_W_COV) * dense_abs
     else:
         conf = cov
-    if archive is not None and any(e not in archive for e in question_entities(question)):
+    if archive is not None and any(not archive.mentions(e) for e in question_entities(question)):
         conf *= _UNKNOWN_ENTITY_FACTOR
     if not weights:  # nothing to look for (e.g. "是什么？")
         conf = 0.0

@@ -13,6 +13,7 @@ import pytest
 from rag.answerer import (LIST_LEAD, LOW_CONFIDENCE_LEAD, NOT_FOUND, Answerer, Candidate,
                           bigram_jaccard, content_weights, display_text, question_type, sub_questions,
                           split_clauses, strip_template, strip_whitespace)
+from rag.archive import InMemoryArchive
 from rag.config import Settings
 from rag.types import Document, Hit, Span
 from tests.fakes import FakeEmbedder
@@ -38,8 +39,9 @@ RAW = {
         "推动鹿产品精深加工。\n"
     ),
 }
-DOCS = {d: Document(doc_id=d, path=f"/x/{d}.txt", title=t.strip().split("\n")[0], date="2022-01-10",
-                    text=t) for d, t in RAW.items()}
+DOCUMENTS = {d: Document(doc_id=d, path=f"/x/{d}.txt", title=t.strip().split("\n")[0], date="2022-01-10",
+                         text=t) for d, t in RAW.items()}
+DOCS = InMemoryArchive(DOCUMENTS)
 
 EMB = FakeEmbedder()
 
@@ -107,7 +109,7 @@ def retrieve(question: str, top_k: int = 5):
         doc_id = SENTENCES[ids[0]].doc_id
         start, end = SENTENCES[ids[0]].start, SENTENCES[ids[-1]].end
         hits.append(Hit(rank=rank, chunk_id=chunk_id, doc_id=doc_id, start=start, end=end, score=score,
-                        text=RAW[doc_id][start:end], title=DOCS[doc_id].title))
+                        text=RAW[doc_id][start:end], title=DOCUMENTS[doc_id].title))
         for i in ids:
             if i not in seen:
                 seen.add(i)
@@ -139,7 +141,7 @@ def test_citations_are_verbatim_with_line_and_url(question, dense):
         assert raw[c.start:c.end] == c.text and c.text
         assert c.line == raw[:c.start].count("\n") + 1
         assert c.url == f"http://h:1/sources/{c.doc_id}?start={c.start}&end={c.end}"
-        assert c.title == DOCS[c.doc_id].title and c.date == "2022-01-10"
+        assert c.title == DOCUMENTS[c.doc_id].title and c.date == "2022-01-10"
         assert f"[{n}]" in draft.text
 
 
@@ -387,7 +389,7 @@ def _ask(question: str, doc: Document, cands: list[Candidate]):
     answerer = Answerer(Settings(abstain_threshold=0.0))
     hits = [Hit(chunk_id=f"{doc.doc_id}#0", doc_id=doc.doc_id, start=0, end=len(doc.text),
                 text=doc.text, score=1.0, rank=1)]
-    return answerer.answer(question, None, hits, cands, {doc.doc_id: doc})
+    return answerer.answer(question, None, hits, cands, InMemoryArchive({doc.doc_id: doc}))
 
 
 def test_list_suggestions_skip_title_and_byline():
