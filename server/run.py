@@ -19,6 +19,7 @@ import dataclasses
 import multiprocessing
 import os
 import sys
+import threading
 from typing import Callable
 
 from rag.config import Settings
@@ -50,8 +51,14 @@ def default_pipeline(settings: Settings, auto_index: bool = True):
 def worker_app():
     """App factory of one worker process (uvicorn ``factory=True``): settings from the
     environment, a pipeline that loads but never builds the index, warmed in the background."""
+    from tqdm import tqdm
+
     from .app import create_app
 
+    # tqdm (inside sentence-transformers) would create a multiprocessing lock, a POSIX semaphore;
+    # uvicorn ends a worker by re-raising SIGTERM after its graceful shutdown, so the semaphore
+    # is never released and the resource tracker warns about it. A thread lock is all a worker needs.
+    tqdm.set_lock(threading.RLock())
     settings = Settings.from_env()
     return create_app(settings, pipeline=default_pipeline(settings, auto_index=False), warm=True)
 
