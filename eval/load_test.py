@@ -13,7 +13,14 @@ reports ready on ``/readyz``, and then:
 2. reads each worker's RSS and PSS (``/proc/<pid>/status``, ``smaps_rollup``; PSS shares pages
    that workers have in common, such as library code, between them);
 3. measures one idle request, then opens ``--abandon`` connections that each send a question and
-   hang up after ``--abandon-after`` seconds, and times the next real request.
+   hang up after ``--abandon-after`` seconds, and times the next real request (and counts, from
+   the workers' ``/readyz`` counters, how many of those were computed and how many skipped).
+
+The configurations run side by side and the load is sent in ``--rounds`` interleaved rounds, so
+background load on a shared machine falls on each alike. The report also gives the CPU the
+workers used (cores busy on average, CPU ms per request) and, after the run, how many cores one
+and two busy-looping processes get: on a machine shared with other jobs that is the ceiling
+for the worker-count ratio.
 
 Usage::
 
@@ -143,7 +150,7 @@ async def run_load(url: str, questions: Sequence[str], requests: int = 200, conc
             "completed": completed, "errors": completed - ok + (requests - completed - not_sent),
             "not_sent": not_sent, "status_counts": status_counts, "wall_s": round(wall, 3),
             "throughput_rps": round(completed / wall, 2) if wall > 0 else 0.0,
-            "latency_ms": _summary(latencies)}
+            "latency_ms": _summary(latencies), "samples_ms": latencies}
 
 
 async def probe_health(url: str, stop: asyncio.Event, interval: float = 0.05) -> dict:
@@ -167,7 +174,7 @@ async def probe_health(url: str, stop: asyncio.Event, interval: float = 0.05) ->
                 await asyncio.wait_for(stop.wait(), interval)
             except asyncio.TimeoutError:
                 pass
-    return {**_summary(latencies), "failures": failures}
+    return {**_summary(latencies), "failures": failures, "samples_ms": latencies}
 
 
 async def load_with_probe(url: str, questions: Sequence[str], requests: int, concurrency: int,
@@ -246,6 +253,44 @@ def _kib(path: str, field: str) -> int | None:
     except OSError:
         return None
     return None
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """User + system CPU time used so far by ``pids`` (``/proc/<pid>/stat`` fields 14 and 15)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / tick
+
+
+def _burn(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def cores_available(processes: int, seconds: float = 2.0) -> float:
+    """CPU cores that ``processes`` busy-looping processes get together right now (CPU time /
+    wall time): on a shared machine the ceiling for ``processes`` workers."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_burn, args=(seconds,)) for _ in range(processes)]
+    for proc in procs:
+        proc.start()
+    pids = [proc.pid for proc in procs]
+    time.sleep(0.2)  # past interpreter start-up
+    t0, c0 = time.perf_counter(), cpu_seconds(pids)
+    time.sleep(seconds - 0.6)
+    used, wall = cpu_seconds(pids) - c0, time.perf_counter() - t0
+    for proc in procs:
+        proc.join()
+    return round(used / wall, 2)
 
 
 def memory_mib(pid: int) -> dict:
@@ -338,42 +383,94 @@ def question_counts(url: str, pids: set[int], tries: int = 60) -> dict:
     return {k: sum(c.get(k, 0) for c in latest.values()) for k in keys} | {"workers_seen": len(latest)}
 
 
-def measure_config(workers: int, args: argparse.Namespace, questions: Sequence[str], home: Path) -> dict:
-    """Start a server with ``workers`` processes and measure it (see the module docstring)."""
-    proc, url, pids = start_server(workers, args.fake, args.startup_timeout, home)
+def merge_rounds(rounds: Sequence[dict]) -> dict:
+    """One report from several :func:`load_with_probe` rounds against the same server:
+    throughput = all completed requests / summed wall time; percentiles over all samples."""
+    first = rounds[0]
+    samples = [x for r in rounds for x in r["samples_ms"]]
+    probes = [x for r in rounds for x in r["healthz_ms"]["samples_ms"]]
+    status: dict[str, int] = {}
+    for r in rounds:
+        for k, v in r["status_counts"].items():
+            status[k] = status.get(k, 0) + v
+    wall = sum(r["wall_s"] for r in rounds)
+    completed = sum(r["completed"] for r in rounds)
+    return {"url": first["url"], "concurrency": first["concurrency"], "rounds": len(rounds),
+            "requests": sum(r["requests"] for r in rounds), "completed": completed,
+            "errors": sum(r["errors"] for r in rounds), "not_sent": sum(r["not_sent"] for r in rounds),
+            "status_counts": status, "wall_s": round(wall, 3),
+            "throughput_rps": round(completed / wall, 2) if wall > 0 else 0.0,
+            "round_throughput_rps": [r["throughput_rps"] for r in rounds],
+            "latency_ms": _summary(samples),
+            "healthz_ms": {**_summary(probes), "failures": sum(r["healthz_ms"]["failures"] for r in rounds)}}
+
+
+def measure(args: argparse.Namespace, questions: Sequence[str], home: Path) -> list[dict]:
+    """Start one server per worker count (all kept running, idle ones use no CPU), then send the
+    load in ``--rounds`` interleaved rounds (1 worker, 2 workers, 1 worker, ...), so that load
+    from other processes on a shared machine falls on every configuration alike. Then memory
+    and the abandoned-request test, one server at a time."""
+    servers = []
     try:
-        # Warm-up: every worker has answered a few questions before measuring.
-        asyncio.run(run_load(url, questions, requests=4 * workers * args.concurrency,
-                             concurrency=args.concurrency, time_limit=60, keep_alive=False))
-        report = asyncio.run(load_with_probe(url, questions, args.requests, args.concurrency, args.time_limit,
-                                             args.probe_interval, keep_alive=args.keep_alive))
-        report["workers"] = workers
-        report["memory"] = {"workers": [memory_mib(pid) for pid in sorted(pids)],
-                            "supervisor": memory_mib(proc.pid) if workers > 1 else None}
-        if args.abandon:
-            before = question_counts(url, pids)
-            report["abandon"] = asyncio.run(abandoned_requests(url, questions, args.abandon, args.abandon_after))
-            after = question_counts(url, pids)
-            # The idle and next requests (6) are answered too.
-            report["abandon"]["computed"] = after["answered"] - before["answered"] - 6
-            report["abandon"]["skipped"] = after["skipped_client_gone"] - before["skipped_client_gone"]
+        for workers in args.workers:  # one after the other: the first start builds the index
+            proc, url, pids = start_server(workers, args.fake, args.startup_timeout, home)
+            servers.append((workers, proc, url, pids))
+        for workers, _, url, _ in servers:  # warm-up: every worker has answered a few questions
+            asyncio.run(run_load(url, questions, requests=4 * workers * args.concurrency,
+                                 concurrency=args.concurrency, time_limit=60, keep_alive=False))
+        per_round = max(1, args.requests // args.rounds)
+        rounds: dict[int, list[dict]] = {w: [] for w, *_ in servers}
+        cpu: dict[int, float] = {w: 0.0 for w, *_ in servers}
+        for _ in range(args.rounds):
+            for workers, _, url, pids in servers:
+                before = cpu_seconds(sorted(pids))
+                rounds[workers].append(asyncio.run(load_with_probe(
+                    url, questions, per_round, args.concurrency, args.time_limit / args.rounds,
+                    args.probe_interval, keep_alive=args.keep_alive)))
+                cpu[workers] += cpu_seconds(sorted(pids)) - before
+        reports = []
+        for workers, proc, url, pids in servers:
+            report = merge_rounds(rounds[workers])
+            report["workers"] = workers
+            # How much CPU the workers got: on a shared machine throughput follows this.
+            report["cpu"] = {"seconds": round(cpu[workers], 2),
+                             "cores_used": round(cpu[workers] / report["wall_s"], 2) if report["wall_s"] else None,
+                             "ms_per_request": round(1000 * cpu[workers] / report["completed"], 1)
+                             if report["completed"] else None}
+            report["memory"] = {"workers": [memory_mib(pid) for pid in sorted(pids)],
+                                "supervisor": memory_mib(proc.pid) if workers > 1 else None}
+            if args.abandon:
+                before = question_counts(url, pids)
+                report["abandon"] = asyncio.run(abandoned_requests(url, questions, args.abandon,
+                                                                   args.abandon_after))
+                after = question_counts(url, pids)
+                # The idle and next requests (6) are answered too.
+                report["abandon"]["computed"] = after["answered"] - before["answered"] - 6
+                report["abandon"]["skipped"] = after["skipped_client_gone"] - before["skipped_client_gone"]
+            reports.append(report)
+        return reports
     finally:
-        stop_server(proc)
-    return report
+        for _, proc, _, _ in servers:
+            stop_server(proc)
 
 
 def format_report(report: dict) -> str:
     """One human-readable block for one configuration."""
     lat = report["latency_ms"]
     head = f"workers={report['workers']}: " if "workers" in report else ""
+    rounds = (f" (rounds: {', '.join(f'{x:.1f}' for x in report['round_throughput_rps'])})"
+              if "round_throughput_rps" in report else "")
     lines = [f"{head}{report['completed']}/{report['requests']} requests at concurrency {report['concurrency']} "
-             f"in {report['wall_s']:.2f} s: throughput {report['throughput_rps']:.1f} req/s, "
+             f"in {report['wall_s']:.2f} s: throughput {report['throughput_rps']:.1f} req/s{rounds}, "
              f"latency p50 {lat['p50']:.0f} ms, p95 {lat['p95']:.0f} ms, max {lat['max']:.0f} ms",
              f"  errors {report['errors']} (status counts {report['status_counts']}, not sent {report['not_sent']})"]
     if "healthz_ms" in report:
         h = report["healthz_ms"]
         lines.append(f"  /healthz under load: p50 {h['p50']:.1f} ms, p95 {h['p95']:.1f} ms, max {h['max']:.1f} ms "
                      f"({h['n']} probes, {h['failures']} failed)")
+    if "cpu" in report:
+        c = report["cpu"]
+        lines.append(f"  server CPU: {c['cores_used']} cores busy on average, {c['ms_per_request']} ms CPU per request")
     if "memory" in report:
         mem = report["memory"]
         per = ", ".join(f"RSS {m['rss_mib']:.0f} MiB / PSS {m['pss_mib']:.0f} MiB" for m in mem["workers"])
@@ -393,6 +490,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--url", help="only the load run, against this running server")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts to compare")
     parser.add_argument("-n", "--requests", type=int, default=200, help="measured requests per configuration")
+    parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds the requests are split into")
     parser.add_argument("-c", "--concurrency", type=int, default=8)
     parser.add_argument("--time-limit", type=float, default=120.0, help="seconds; stop sending after it")
     parser.add_argument("--probe-interval", type=float, default=0.05, help="seconds between /healthz probes")
@@ -405,26 +503,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--gold", type=Path, help="questions from this JSONL (default eval/gold.jsonl)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
-    if args.requests < 1 or args.concurrency < 1 or min(args.workers) < 1:
-        parser.error("--requests, --concurrency and --workers must be >= 1")
+    if min(args.requests, args.concurrency, args.rounds, *args.workers) < 1:
+        parser.error("--requests, --concurrency, --rounds and --workers must be >= 1")
     questions = load_questions(args.gold)
     if args.url:
         reports = [asyncio.run(load_with_probe(args.url.rstrip("/"), questions, args.requests, args.concurrency,
                                                args.time_limit, args.probe_interval, args.keep_alive))]
     else:
         with tempfile.TemporaryDirectory(prefix="rag-load-") as tmp:
-            reports = [measure_config(w, args, questions, Path(tmp)) for w in args.workers]
+            reports = measure(args, questions, Path(tmp))
     summary: dict = {"configurations": reports, "fake": args.fake,
                      "command": " ".join([Path(sys.argv[0]).name] + list(argv if argv is not None else sys.argv[1:]))}
+    if not args.url:
+        summary["cores_available"] = {str(n): cores_available(n) for n in sorted(set(args.workers))}
     by_workers = {r.get("workers"): r for r in reports}
     base = by_workers.get(min(args.workers)) if not args.url else None
     if base and len(reports) > 1:
         summary["throughput_ratio"] = {str(w): round(r["throughput_rps"] / base["throughput_rps"], 2)
                                        for w, r in by_workers.items() if base["throughput_rps"]}
+    for r in reports:  # raw samples are for merging only
+        r.pop("samples_ms", None)
+        r.get("healthz_ms", {}).pop("samples_ms", None)
     if args.json:
         print(json.dumps(summary, ensure_ascii=False, indent=1))
     else:
         print("\n".join(format_report(r) for r in reports))
+        if "cores_available" in summary:
+            print("CPU available after the run (busy-loop processes): " + ", ".join(
+                f"{n} process(es) {c} cores" for n, c in summary["cores_available"].items()))
         if "throughput_ratio" in summary:
             print("throughput ratio vs {} worker(s): {}".format(
                 min(args.workers), ", ".join(f"{w} workers {x}x" for w, x in summary["throughput_ratio"].items())))
