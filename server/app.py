@@ -55,7 +55,7 @@ from starlette.types import ASGIApp
 
 from rag import __version__
 from rag.config import Settings
-from rag.errors import RagError
+from rag.errors import ConfigError, RagError
 from rag.text import line_of
 from rag.types import Answer
 
@@ -206,13 +206,9 @@ class Readiness:
 
         threading.Thread(target=warm, name="rag-warm-up", daemon=True).start()
 
-    def mark_ready(self, pipeline) -> None:
-        """Ready without a warm-up (the caller loads lazily or has loaded already)."""
+    def mark_ready(self) -> None:
+        """Ready without a warm-up (the pipeline loads on first use; no facts to show)."""
         self.status = "ready"
-        try:
-            self.facts = public_facts(pipeline) if getattr(pipeline, "_index", None) is not None else {}
-        except Exception:
-            self.facts = {}
         self.event.set()
 
     async def wait(self) -> None:
@@ -380,6 +376,11 @@ def create_app(settings: Settings | None = None, pipeline=None, cors_origins: Se
         pipeline = Pipeline(settings or Settings.from_env())
     settings = settings or pipeline.settings
     threads = settings.server_threads if threads is None else threads
+    if threads < 1:
+        raise ConfigError(f"server threads must be >= 1, got {threads}", hint="set RAG_SERVER_THREADS to 1 or more")
+    if settings.body_timeout <= 0:
+        raise ConfigError(f"RAG_BODY_TIMEOUT must be > 0 seconds, got {settings.body_timeout}",
+                          hint="unset it (default 10) or give a positive number")
     if cors_origins is None:
         cors_origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     created = int(time.time())
@@ -388,12 +389,12 @@ def create_app(settings: Settings | None = None, pipeline=None, cors_origins: Se
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.limiter = anyio.CapacityLimiter(max(1, threads))
+        app.state.limiter = anyio.CapacityLimiter(threads)
         app.state.readiness = state = Readiness()
         if warm:
             state.start(pipeline, asyncio.get_running_loop())
         else:
-            state.mark_ready(pipeline)
+            state.mark_ready()
         yield
 
     app = FastAPI(title="辽源档案问答 (liaoyuan-rag)", version=__version__, lifespan=lifespan,
@@ -403,8 +404,8 @@ def create_app(settings: Settings | None = None, pipeline=None, cors_origins: Se
     app.state.settings = settings
     _install_error_handlers(app)
     app.add_middleware(BodyMiddleware, max_bytes=MAX_BODY_BYTES, timeout=settings.body_timeout)
-    if settings.api_key:
-        app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)
+    if settings.api_key.strip():
+        app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key.strip())
     if cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 

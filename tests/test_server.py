@@ -1060,3 +1060,11 @@ def test_api_key_cookie_opens_source_pages_only(keyed_client):
 def test_without_a_key_any_authorization_header_is_accepted(client):
     assert client.get("/v1/models", headers=_bearer("sk-anything")).status_code == 200
     assert client.post("/api/ask", json={"question": QUESTION}, headers=_bearer("")).status_code == 200
+
+
+@pytest.mark.parametrize("changes", [{"server_threads": 0}, {"body_timeout": 0.0}, {"body_timeout": -1.0}])
+def test_bad_serving_settings_are_clear_errors(settings, pipeline, changes):
+    from rag.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        create_app(settings.replace(**changes), pipeline=pipeline)
