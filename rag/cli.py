@@ -129,7 +129,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
 
 def _stdin_lines():
-    """``(line number, text or None, error message or None)`` per stdin line.
+    """``(line number, text, error message or None)`` per stdin line (a bad line's text is
+    decoded with U+FFFD replacements, for the error record).
 
     stdin is read as bytes and each line decoded as UTF-8 on its own (a BOM on the first line is
     dropped), so one undecodable line becomes an error record instead of ending the batch.

@@ -34,7 +34,6 @@ import html
 import json
 import logging
 import os
-import re
 import socket
 import threading
 import time

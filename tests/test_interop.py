@@ -5,7 +5,6 @@ with its headers and fields). FakeEmbedder over a tiny corpus; loopback only."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import httpx
 import pytest
