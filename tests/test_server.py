@@ -790,11 +790,12 @@ def test_slow_body_is_timed_out_with_408(settings, pipeline):
     """Defect 7: a slow body was never timed out (it held a connection for ever)."""
     app = create_app(settings.replace(body_timeout=0.5), pipeline=pipeline)
     body = json.dumps({"question": QUESTION}, ensure_ascii=False).encode()
-    head = (b"POST /api/ask HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    head = (b"POST /api/ask HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\n"
             b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n")
     with BackgroundServer(app) as srv:
-        # Half the body, then silence: the server answers 408 by itself and closes.
-        status, data, _ = _raw_http(srv.url, head + body[:10])
+        # Half the body, then silence: the server answers 408 by itself and closes the
+        # connection (the client asked for keep-alive; reading until EOF proves the close).
+        status, data, _ = _raw_http(srv.url, head.replace(b"Connection: close\r\n", b"") + body[:10])
         assert status == 408, data[:300]
         payload = json.loads(data.partition(b"\r\n\r\n")[2])
         assert payload["error"]["code"] == "body_timeout" and "0.5 s" in payload["error"]["message"]
