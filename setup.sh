@@ -13,13 +13,15 @@ fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 
-# The browser end-to-end test drives Debian's chromium (test tools cannot download browsers here).
-if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+# The browser end-to-end test drives Debian's chromium (test tools cannot download browsers here);
+# fonts-noto-cjk gives Chinese text its real width (the phone-layout test measures it).
+if { ! command -v chromium >/dev/null 2>&1 || [ -z "$(fc-list :lang=zh 2>/dev/null)" ]; } \
+    && command -v apt-get >/dev/null 2>&1; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   if $SUDO true 2>/dev/null; then
-    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null \
-      || echo "setup: could not install chromium; the browser test will not run" >&2
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium fonts-noto-cjk >/dev/null \
+      || echo "setup: could not install chromium and fonts-noto-cjk; the browser tests will not run" >&2
   else
     echo "setup: no root; install chromium yourself for the browser test" >&2
   fi

@@ -17,7 +17,7 @@ from typing import Sequence
 
 from . import __version__
 from .config import Settings
-from .errors import RagError
+from .errors import BadQuestionError, RagError
 
 EXAMPLE_QUESTION = "委员对职业教育提了什么建议"
 
@@ -128,14 +128,39 @@ def cmd_ask(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stdin_lines():
+    """``(line number, text, error message or None)`` per stdin line (a bad line's text is
+    decoded with U+FFFD replacements, for the error record).
+
+    stdin is read as bytes and each line decoded as UTF-8 on its own (a BOM on the first line is
+    dropped), so one undecodable line becomes an error record instead of ending the batch.
+    """
+    stream = getattr(sys.stdin, "buffer", None)
+    if stream is None:  # a text stream without bytes underneath (tests, embedding)
+        for number, line in enumerate(sys.stdin, 1):
+            yield number, line.rstrip("\r\n"), None
+        return
+    for number, raw in enumerate(stream, 1):
+        raw = raw.rstrip(b"\r\n")
+        if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
+        try:
+            yield number, raw.decode("utf-8"), None
+        except UnicodeDecodeError as err:
+            yield number, raw.decode("utf-8", "replace"), (
+                f"line {number} is not valid UTF-8 (byte 0x{raw[err.start]:02X} at offset {err.start})")
+
+
 def _ask_stream(pipeline, args: argparse.Namespace) -> int:
     """One question per stdin line -> one JSON object per line, same order; model and index load
-    once. A bad line yields ``{"question": ..., "error": ...}`` and the stream goes on."""
+    once. A bad line (empty, too long, not UTF-8) yields ``{"question": ..., "error": ...}`` and
+    the stream goes on; the exit status is then that of the last bad line (2)."""
     status = 0
     pipeline.warm_up()
-    for line in sys.stdin:
-        question = line.rstrip("\n")
+    for _number, question, decode_error in _stdin_lines():
         try:
+            if decode_error:
+                raise BadQuestionError(decode_error, hint="send UTF-8 text, one question per line")
             record = pipeline.ask(question, top_k=args.top_k, mode=args.retriever).to_dict()
         except RagError as err:
             record = {"question": question, "error": err.message, "abstained": True, "answer": "",
@@ -157,14 +182,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from server.app import create_app
+    from server.run import serve
 
     settings = _settings(args)
-    app = create_app(settings, cors_origins=args.cors_origin or [])
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
-    return 0
+    if args.cors_origin:
+        settings = settings.replace(cors_origins=",".join(args.cors_origin))
+    return serve(settings, host=args.host, port=args.port, workers=args.workers, log_level=args.log_level)
 
 
 def cmd_model_check(args: argparse.Namespace) -> int:
@@ -211,6 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--base-url", help="prefix for citation links (env RAG_BASE_URL)")
     p.add_argument("--cors-origin", action="append", help="allow this origin (repeatable); CORS is off by default")
+    p.add_argument("--workers", type=int, default=None,
+                   help="server processes, each with its own model copy (env RAG_WORKERS, default 1)")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("model", help="embedding model tools")
@@ -229,7 +255,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "top_k", None) is not None and args.top_k < 1:
         parser.error("--top-k must be >= 1")
     try:
-        return int(args.func(args) or 0)
+        status = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here rather than at interpreter exit
+        return status
     except RagError as err:
         print(f"error: {err.message}", file=sys.stderr)
         if err.hint:
@@ -237,3 +265,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return err.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        return _stdout_closed()
+
+
+def _stdout_closed() -> int:
+    """The reader of stdout went away (``rag ask ... | head``): stop quietly.
+
+    Python ignores SIGPIPE, so the write raised BrokenPipeError; stdout is pointed at devnull so
+    the flush at interpreter exit cannot raise again (recipe from the Python docs, "Note on
+    SIGPIPE"). Returns 141 = 128 + SIGPIPE, the status a shell shows for a process ended by a
+    closed pipe.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass  # stdout is not a real file (embedded use); nothing will flush it at exit
+    return 141

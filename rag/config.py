@@ -64,6 +64,16 @@ class Settings:
         answer_max_sentences: Most sentences in a list/summary answer.
         answer_max_chars: Soft cap on the length of a list/summary answer (characters).
         batch_size: Encoding batch size for indexing.
+        api_key: Bearer key of the HTTP API (``RAG_API_KEY``); empty = no key. When set, every
+            route but the health probes and the chat page needs ``Authorization: Bearer <key>``.
+        workers: Server processes ``rag serve`` starts, each with its own model copy.
+        server_threads: Pipeline calls running at once in one server process. 1: the encoder
+            runs on one torch thread and the answerer holds the GIL, so a second thread in the
+            same process gained little and raised latency (README, "Serving"); use ``workers``
+            for more cores.
+        body_timeout: Seconds a request body may take to arrive before a 408 (a 64 KiB body at
+            6.4 KiB/s; slower senders only hold a connection open).
+        cors_origins: Comma-separated origins allowed by CORS; empty = CORS off.
     """
 
     home: Path = field(default_factory=_default_home)
@@ -87,6 +97,11 @@ class Settings:
     answer_max_sentences: int = 4
     answer_max_chars: int = 300
     batch_size: int = 32
+    api_key: str = field(default="", repr=False)
+    workers: int = 1
+    server_threads: int = 1
+    body_timeout: float = 10.0
+    cors_origins: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":

@@ -5,6 +5,7 @@ load once, lazily, in :meth:`Pipeline.warm_up`.
 
 from __future__ import annotations
 
+import re
 import sys
 import threading
 import time
@@ -16,12 +17,16 @@ from .answerer import Answerer, Candidate
 from .archive import InMemoryArchive
 from .config import Settings
 from .corpus import safe_doc_path
-from .errors import (BadSpanError, CorruptIndexError, EmptyQuestionError, IndexMismatchError,
-                     QuestionTooLongError, UnknownDocumentError)
+from .errors import (BadQuestionError, BadSpanError, CorruptIndexError, EmptyQuestionError,
+                     IndexMismatchError, QuestionTooLongError, UnknownDocumentError)
 from .index import ArchiveIndex, build_index, expected_meta
 from .retriever import MODES, Retriever
 from .tokenize import tokenize
 from .types import Answer, Document, Hit
+
+
+#: A UTF-16 surrogate code point on its own (valid text has none in a Python str).
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _ms(since: float) -> float:
@@ -164,10 +169,21 @@ class Pipeline:
 
         Raises:
             EmptyQuestionError: not a string, or empty / whitespace only.
+            BadQuestionError: holds a lone UTF-16 surrogate (U+D800..U+DFFF): a ``\\ud800``
+                escape in JSON, or a byte that is not UTF-8 (Python decodes argv and files with
+                ``surrogateescape``, so byte 0xED arrives as U+DCED). Such text cannot be
+                encoded, tokenised or printed.
             QuestionTooLongError: longer than ``settings.max_question_chars`` characters.
         """
         if not isinstance(question, str) or not question.strip():
             raise EmptyQuestionError("the question is empty", hint="ask something, e.g. 委员对职业教育提了什么建议")
+        bad = _LONE_SURROGATE.search(question)
+        if bad:
+            code = ord(bad.group(0))
+            what = (f"the byte 0x{code - 0xDC00:02X}, which is not valid UTF-8" if 0xDC80 <= code <= 0xDCFF
+                    else f"a lone UTF-16 surrogate U+{code:04X}, which is not valid Unicode text")
+            raise BadQuestionError(f"the question has {what} (character {bad.start() + 1})",
+                                   hint="send the question as UTF-8 text")
         question = question.strip()
         if len(question) > self.settings.max_question_chars:
             raise QuestionTooLongError(

@@ -1,81 +1,103 @@
-"""FastAPI app: an OpenAI-compatible chat endpoint, a JSON API, a source viewer and a web chat page.
+"""FastAPI app: an OpenAI-compatible chat endpoint, a JSON API, a source viewer, a web chat page
+and health probes.
 
-Endpoints (all answers come from one shared, warm :class:`rag.pipeline.Pipeline`)::
+Endpoints (questions go to one warm :class:`rag.pipeline.Pipeline` per process)::
 
     POST /v1/chat/completions     OpenAI chat completion (``stream: true`` -> SSE chunks)
-    POST /api/ask                 {question, top_k} -> the CLI JSON object (Answer.to_dict())
+    GET  /v1/models               OpenAI model list (one model, :data:`MODEL_ID`)
+    GET  /v1/models/{model_id}    one model card (404 for other ids)
+    POST /api/ask                 {question, top_k, mode} -> the CLI JSON object (Answer.to_dict())
     GET  /api/search?q=&top_k=    {"question", "hits": [...]}
     GET  /sources/{doc_id}        HTML page of a document, ``?start=&end=`` highlights a span
     GET  /api/sources/{doc_id}    {doc_id, title, date, text, chars}
-    GET  /healthz                 pipeline.health()
+    GET  /healthz                 liveness: answers at once, never waits for the model or questions
+    GET  /readyz                  readiness: 200 with model and index facts once loaded, else 503
     GET  /                        the chat page (server/static/index.html)
     GET  /docs                    OpenAPI docs (FastAPI default)
 
-Errors are JSON ``{"error": {"message", "type", "code", "hint"}}`` with a 4xx status for bad
-input (413 for bodies over :data:`MAX_BODY_BYTES`, 404 for unknown documents, 422 for invalid
-fields); library errors (:class:`rag.errors.RagError`) map through their ``http_status``.
+``/``, ``/healthz`` and ``/readyz`` also answer HEAD. Errors are JSON ``{"error": {"message",
+"type", "code", "hint"}}``: 400 for malformed JSON, bad text (invalid UTF-8, lone surrogates) or
+unsupported OpenAI options, 401 for a missing or wrong API key (when ``RAG_API_KEY`` is set), 404
+for unknown documents and models, 408 for a body that does not arrive in time, 413 for bodies
+over :data:`MAX_BODY_BYTES`, 415 for a body that is not sent as JSON, 422 for invalid fields
+and questions, 503 while the model and index are loading (after :data:`READY_WAIT_S`) or when
+they failed to load; library errors (:class:`rag.errors.RagError`) map through ``http_status``.
+
+Question work runs in worker threads, at most ``Settings.server_threads`` at once per process;
+a request whose client has gone is skipped before its pipeline call starts.
 """
 
 from __future__ import annotations
 
+import asyncio
 import html
 import json
 import logging
-import re
+import os
 import socket
 import threading
 import time
 import uuid
 from contextlib import asynccontextmanager
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, AsyncIterator, Callable, Sequence
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from rag import __version__
 from rag.config import Settings
-from rag.errors import BadQuestionError, RagError
+from rag.errors import ConfigError, RagError
 from rag.text import line_of
 from rag.types import Answer
 
-from .schemas import MAX_TOP_K, AskRequest, ChatCompletionRequest, ChatMessage, Mode
+from .chat import apply_limits, format_content, retrieval_question, split_for_stream, usage
+from .middleware import (MAX_BODY_BYTES, ApiKeyMiddleware, BodyMiddleware, error_response,
+                         is_json_content_type)
+from .schemas import MAX_TOP_K, AskRequest, ChatCompletionRequest, Mode
 
-#: Largest accepted request body in bytes (checked on Content-Length and on the bytes read).
-MAX_BODY_BYTES = 64 * 1024
+#: The one model id this server lists at ``/v1/models`` (any requested ``model`` is answered).
+MODEL_ID = "liaoyuan-rag"
 
-#: Default number of pipeline calls running at once in worker threads.
-DEFAULT_WORKERS = 4
+#: Seconds a question waits for the model and index to finish loading before a 503 with
+#: Retry-After: a worker loads in a few seconds once ``rag serve`` has built the index, and
+#: OpenAI clients retry a 503 on their own.
+READY_WAIT_S = 60.0
 
-#: A follow-up is a user turn of at most this many characters ...
-FOLLOW_UP_MAX_CHARS = 8
-#: ... or one starting with one of these words ...
-FOLLOW_UP_PREFIXES = ("那么", "那", "还有", "它", "他们", "她们", "另外")
-#: ... or one ending with 呢 (before an optional question mark).
-FOLLOW_UP_SUFFIXES = ("呢？", "呢?", "呢")
+#: Most stop strings in one request (OpenAI's limit).
+MAX_STOP_STRINGS = 4
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 log = logging.getLogger(__name__)
 
-_ERROR_TYPES = {400: "invalid_request_error", 404: "not_found_error", 405: "invalid_request_error",
-                413: "request_too_large", 422: "invalid_request_error", 503: "service_unavailable"}
+__all__ = ["MAX_BODY_BYTES", "MODEL_ID", "BackgroundServer", "create_app", "public_facts", "render_source"]
+
+
+class ServiceNotReady(Exception):
+    """The model and index are not loaded (yet, or failed to load): 503."""
+
+    def __init__(self, message: str, code: str, retry_after: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.retry_after = retry_after
+
+
+class ClientGone(Exception):
+    """The client disconnected before its pipeline call started; the call was skipped."""
 
 
 # --- errors ---------------------------------------------------------------------------------
 
-def error_response(status: int, message: str, *, code: str = "", hint: str = "",
-                   headers: dict[str, str] | None = None) -> JSONResponse:
-    """The one error shape: ``{"error": {"message", "type", "code", "hint"}}``."""
-    err_type = _ERROR_TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
-    body = {"error": {"message": message, "type": err_type, "code": code or None, "hint": hint or None}}
-    return JSONResponse(body, status_code=status, headers=headers)
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 415: "unsupported_media_type"}
 
 
 def _validation_message(errors: Sequence[dict[str, Any]]) -> tuple[int, str]:
@@ -102,135 +124,188 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = exc.detail if isinstance(exc.detail, str) else "request failed"
-        return error_response(exc.status_code, message, headers=getattr(exc, "headers", None))
+        return error_response(exc.status_code, message, code=_HTTP_CODES.get(exc.status_code, ""),
+                              headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(ServiceNotReady)
+    async def _not_ready(request: Request, exc: ServiceNotReady) -> JSONResponse:
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+        return error_response(503, exc.message, code=exc.code, headers=headers,
+                              hint="see GET /readyz and the server log")
+
+    @app.exception_handler(ClientGone)
+    async def _gone(request: Request, exc: ClientGone) -> Response:
+        return Response(status_code=499)  # nginx's "client closed request"; nobody receives it
 
     @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:  # pragma: no cover
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
         return error_response(500, "internal server error", code=type(exc).__name__)
-
-
-class BodyLimitMiddleware:
-    """Reject request bodies over ``max_bytes`` with 413, by Content-Length and by bytes read.
-
-    The whole body is read (up to the limit) before the app runs and then replayed, so chunked
-    uploads without a Content-Length are bounded too.
-    """
-
-    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES):
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        too_big = error_response(413, f"the request body exceeds {self.max_bytes} bytes",
-                                 code="body_too_large")
-        for name, value in scope.get("headers", ()):
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    await error_response(400, "invalid Content-Length")(scope, receive, send)
-                    return
-                if declared > self.max_bytes:
-                    await too_big(scope, receive, send)
-                    return
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body = message.get("body", b"")
-            size += len(body)
-            if size > self.max_bytes:
-                await too_big(scope, receive, send)
-                return
-            chunks.append(body)
-            if not message.get("more_body", False):
-                break
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-
-# --- chat helpers ---------------------------------------------------------------------------
-
-def is_follow_up(question: str) -> bool:
-    """True for a short or elliptical follow-up turn (see ``FOLLOW_UP_*``), e.g. ``那农业呢？``."""
-    q = question.strip()
-    return len(q) <= FOLLOW_UP_MAX_CHARS or q.startswith(FOLLOW_UP_PREFIXES) or q.endswith(FOLLOW_UP_SUFFIXES)
-
-
-def retrieval_question(messages: Sequence[ChatMessage], max_chars: int) -> tuple[str, str]:
-    """Pick what to answer from a conversation.
-
-    The last ``user`` message is answered. If it is a follow-up (:func:`is_follow_up`) and an
-    earlier user message exists, the question sent to the pipeline is
-    ``previous_user_message.strip() + " " + last.strip()`` (only the one turn before, not a chain),
-    unless that would exceed ``max_chars``; then the last message alone is used.
-
-    Returns:
-        ``(last user message stripped, question for the pipeline)``.
-
-    Raises:
-        BadQuestionError (422): there is no user message.
-    """
-    users = [m.text() for m in messages if m.role == "user"]
-    if not users:
-        raise BadQuestionError("the conversation has no user message",
-                             hint='send messages: [{"role": "user", "content": "..."}]')
-    last = users[-1].strip()
-    if len(users) >= 2 and last and is_follow_up(last):
-        previous = users[-2].strip()
-        combined = f"{previous} {last}" if previous else last
-        if len(combined) <= max_chars:
-            return last, combined
-    return last, last
-
-
-def _md_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("[", "\\[").replace("]", "\\]")
-
-
-def format_content(answer: Answer) -> str:
-    """Assistant message text: the answer with ``[n]`` markers, then a ``来源`` list of markdown
-    links ``[n] [《title》](url)`` (also when abstaining with low-confidence snippets)."""
-    text = answer.answer
-    if answer.citations:
-        head = "来源："
-        lines = []
-        for c in answer.citations:
-            url = f"<{c.url}>" if " " in c.url else c.url
-            line = f"[{c.id}] [《{_md_escape(c.title or c.doc_id)}》]({url})"
-            lines.append(line + (f" {c.date}" if c.date else ""))
-        text = f"{text}\n\n{head}\n" + "\n".join(lines)
-    return text
-
-
-def split_for_stream(content: str) -> list[str]:
-    """Split ``content`` after sentence ends (with their ``[n]`` markers) and line breaks;
-    ``"".join(result) == content``."""
-    pieces = [p for p in re.findall(r"[^。！？；!?\n]*(?:[。！？；!?]+(?:\[\d+\])*\n*|\n+|$)", content) if p]
-    return pieces or [""]
-
-
-def _usage(prompt: str, completion: str) -> dict[str, int]:
-    # Character counts stand in for tokens.
-    return {"prompt_tokens": len(prompt), "completion_tokens": len(completion),
-            "total_tokens": len(prompt) + len(completion)}
 
 
 def _sse(obj: Any) -> str:
     return "data: " + json.dumps(obj, ensure_ascii=False) + "\n\n"
+
+
+def _is_abs_path(value: str) -> bool:
+    return PurePosixPath(value).is_absolute() or PureWindowsPath(value).is_absolute() \
+        or value.startswith("~")
+
+
+def _without_paths(value: Any) -> Any:
+    """``value`` with every absolute path string replaced by its last component."""
+    if isinstance(value, dict):
+        return {k: _without_paths(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_without_paths(v) for v in value]
+    if isinstance(value, str) and _is_abs_path(value):
+        return PurePosixPath(value.replace("\\", "/")).name
+    return value
+
+
+def public_facts(pipeline) -> dict:
+    """Model and index facts safe to show to anyone: ``pipeline.health()`` without the index
+    directory, and with every other absolute path (corpus folder, a model given as a local
+    path) cut to its last component."""
+    health = pipeline.health() if hasattr(pipeline, "health") else {}
+    health = {k: v for k, v in health.items() if k not in ("index_dir", "status")}
+    return _without_paths(health)
+
+
+# --- readiness and question calls -----------------------------------------------------------
+
+class Readiness:
+    """Load state of the pipeline in this process: ``loading`` -> ``ready`` | ``failed``.
+
+    The warm-up runs in a daemon thread started by the app's lifespan, so the server answers
+    ``/healthz`` (and ``/readyz`` with 503) while the model and index load.
+    """
+
+    def __init__(self) -> None:
+        self.status = "loading"
+        self.error: BaseException | None = None
+        self.facts: dict = {}
+        self.event = asyncio.Event()
+        self.counts = {"answered": 0, "skipped_client_gone": 0, "running": 0, "waiting": 0}
+
+    def start(self, pipeline, loop: asyncio.AbstractEventLoop) -> None:
+        def warm() -> None:
+            try:
+                pipeline.warm_up()
+                self.facts = public_facts(pipeline)
+                self.status = "ready"
+            except BaseException as err:  # reported by /readyz and question routes
+                self.error = err
+                self.status = "failed"
+                log.error("loading the model and index failed: %s", err, exc_info=err)
+            try:
+                loop.call_soon_threadsafe(self.event.set)
+            except RuntimeError:
+                pass  # the server stopped while loading
+
+        threading.Thread(target=warm, name="rag-warm-up", daemon=True).start()
+
+    def mark_ready(self) -> None:
+        """Ready without a warm-up (the pipeline loads on first use; no facts to show)."""
+        self.status = "ready"
+        self.event.set()
+
+    async def wait(self) -> None:
+        """Return once ready; raise :class:`ServiceNotReady` when loading failed or did not finish
+        within :data:`READY_WAIT_S`."""
+        if self.status == "loading":
+            with anyio.move_on_after(READY_WAIT_S):
+                await self.event.wait()
+        if self.status == "failed":
+            raise ServiceNotReady(f"the model or index could not be loaded ({type(self.error).__name__})",
+                                  "not_ready_failed")
+        if self.status != "ready":
+            raise ServiceNotReady("the model and index are still loading; retry shortly", "not_ready_loading",
+                                  retry_after=5)
+
+
+async def run_question(request: Request, fn: Callable[..., Any], *args: Any) -> Any:
+    """Run a blocking pipeline call in a worker thread once the pipeline is ready, at most
+    ``server_threads`` at once, skipping it when the client disconnects while it waits.
+
+    A watcher reads the request's ``receive`` channel while the call waits for a thread; on
+    ``http.disconnect`` the wait is cancelled and :class:`ClientGone` raised. A call that has
+    started runs to the end (a thread cannot be interrupted); its response is dropped.
+
+    Raises:
+        ServiceNotReady: the model and index are not loaded.
+        ClientGone: the client left before the call started.
+    """
+    state: Readiness = request.app.state.readiness
+    limiter: anyio.CapacityLimiter = request.app.state.limiter
+    await state.wait()
+    counts = state.counts
+    ran = False
+    result: Any = None
+    error: Exception | None = None
+    receive = request.receive
+
+    def call() -> Any:
+        nonlocal ran
+        ran = True
+        return fn(*args)
+
+    async def watch(scope: anyio.CancelScope) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                scope.cancel()
+                return
+
+    counts["waiting"] += 1
+    waiting = True
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch, tg.cancel_scope)
+            async with limiter:
+                counts["waiting"] -= 1
+                waiting = False
+                counts["running"] += 1
+                try:
+                    result = await anyio.to_thread.run_sync(call)
+                except Exception as exc:  # re-raised below, unwrapped from the task group
+                    error = exc
+                finally:
+                    counts["running"] -= 1
+            tg.cancel_scope.cancel()
+    finally:
+        if waiting:
+            counts["waiting"] -= 1
+    if not ran:
+        counts["skipped_client_gone"] += 1
+        raise ClientGone()
+    if error is not None:
+        raise error
+    counts["answered"] += 1
+    return result
+
+
+async def run_light(request: Request, fn: Callable[..., Any], *args: Any) -> Any:
+    """A short blocking call (a document lookup) in a worker thread, outside the question
+    limit, once the pipeline is ready."""
+    await request.app.state.readiness.wait()
+    return await anyio.to_thread.run_sync(fn, *args)
+
+
+async def require_json(request: Request) -> None:
+    """415 unless the body is sent as JSON (``application/json`` or ``application/*+json``).
+
+    ``curl -d`` sends ``application/x-www-form-urlencoded``, some clients ``text/plain`` or no
+    type at all; FastAPI would then not parse the JSON and report a misleading 422.
+    """
+    content_type = request.headers.get("content-type")
+    if is_json_content_type(content_type):
+        return
+    main = (content_type or "").split(";", 1)[0].strip()
+    got = f"not {main}" if main else "and this request has no Content-Type"
+    hint = " (curl -d sends that type: add -H 'Content-Type: application/json')" \
+        if main.lower() == "application/x-www-form-urlencoded" else ""
+    raise StarletteHTTPException(415, f"send the body as JSON with Content-Type: application/json, {got}{hint}")
 
 
 # --- source page ----------------------------------------------------------------------------
@@ -274,18 +349,22 @@ def render_source(doc_id: str, title: str, date: str | None, text: str,
 
 # --- app ------------------------------------------------------------------------------------
 
-def create_app(settings: Settings | None = None, pipeline=None, cors_origins: Sequence[str] = (),
-               *, warm: bool = True, workers: int = DEFAULT_WORKERS) -> FastAPI:
-    """Build the app around one shared pipeline.
+def create_app(settings: Settings | None = None, pipeline=None, cors_origins: Sequence[str] | None = None,
+               *, warm: bool = True, threads: int | None = None) -> FastAPI:
+    """Build the app around one pipeline (one per process).
 
     Args:
-        settings: Settings (default: ``pipeline.settings`` or ``Settings.from_env()``).
+        settings: Settings (default: ``pipeline.settings`` or ``Settings.from_env()``). Used here:
+            ``max_question_chars``, ``api_key``, ``body_timeout``, ``server_threads``,
+            ``cors_origins``.
         pipeline: A :class:`rag.pipeline.Pipeline` (default: one built from ``settings``).
-        cors_origins: Origins allowed by CORS; CORS is off when empty.
-        warm: Load model and index at start-up (lifespan, in a worker thread; warm-up also
-            primes jieba and the first inference). Start-up fails with the pipeline's error (e.g.
-            ``ModelError``) when model or index cannot load.
-        workers: Pipeline calls running at once (extra requests wait for a worker thread).
+        cors_origins: Origins allowed by CORS (default: ``settings.cors_origins``, comma-separated);
+            CORS is off when empty.
+        warm: Load model and index in a background thread at start-up; ``/readyz`` answers 503
+            until that finishes and questions wait for it (up to :data:`READY_WAIT_S`). With
+            False the app counts as ready at once and the pipeline loads on first use.
+        threads: Pipeline calls running at once (default ``settings.server_threads``); more
+            requests wait for a thread, and are skipped if their client leaves meanwhile.
 
     Returns:
         The FastAPI application.
@@ -295,12 +374,26 @@ def create_app(settings: Settings | None = None, pipeline=None, cors_origins: Se
 
         pipeline = Pipeline(settings or Settings.from_env())
     settings = settings or pipeline.settings
+    threads = settings.server_threads if threads is None else threads
+    if threads < 1:
+        raise ConfigError(f"server threads must be >= 1, got {threads}", hint="set RAG_SERVER_THREADS to 1 or more")
+    if settings.body_timeout <= 0:
+        raise ConfigError(f"RAG_BODY_TIMEOUT must be > 0 seconds, got {settings.body_timeout}",
+                          hint="unset it (default 10) or give a positive number")
+    if cors_origins is None:
+        cors_origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    created = int(time.time())
+    index_html = (STATIC_DIR / "index.html").read_text(encoding="utf-8").replace(
+        "__MAX_QUESTION_CHARS__", str(settings.max_question_chars))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.limiter = anyio.CapacityLimiter(max(1, workers))
+        app.state.limiter = anyio.CapacityLimiter(threads)
+        app.state.readiness = state = Readiness()
         if warm:
-            await anyio.to_thread.run_sync(pipeline.warm_up)
+            state.start(pipeline, asyncio.get_running_loop())
+        else:
+            state.mark_ready()
         yield
 
     app = FastAPI(title="辽源档案问答 (liaoyuan-rag)", version=__version__, lifespan=lifespan,
@@ -309,64 +402,94 @@ def create_app(settings: Settings | None = None, pipeline=None, cors_origins: Se
     app.state.pipeline = pipeline
     app.state.settings = settings
     _install_error_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(BodyMiddleware, max_bytes=MAX_BODY_BYTES, timeout=settings.body_timeout)
+    if settings.api_key.strip():
+        app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key.strip())
     if cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
         app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins),
-                           allow_methods=["GET", "POST", "OPTIONS"], allow_headers=["*"])
+                           allow_methods=["GET", "HEAD", "POST", "OPTIONS"], allow_headers=["*"])
 
-    async def run(request: Request, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run blocking pipeline work in a worker thread (never on the event loop)."""
-        limiter = getattr(request.app.state, "limiter", None)
-        return await anyio.to_thread.run_sync(fn, *args, limiter=limiter)
+    model_card = {"id": MODEL_ID, "object": "model", "created": created, "owned_by": "liaoyuan-rag"}
 
     # --- OpenAI-compatible chat ---------------------------------------------------------------
 
-    @app.post("/v1/chat/completions", tags=["chat"])
+    @app.post("/v1/chat/completions", tags=["chat"], dependencies=[Depends(require_json)])
     async def chat_completions(body: ChatCompletionRequest, request: Request):
-        """Answer the last user message (short follow-ups are joined with the previous user turn
-        for retrieval, see ``retrieval_question``). ``stream: true`` returns SSE chunks whose last
-        one carries ``citations`` and ``abstained``; the stream ends with ``data: [DONE]``."""
+        """Answer the last user message; a follow-up (他们/这个/还有呢/那…呢/X呢, or no topic
+        of its own) is read together with the earlier user turns back to the last self-contained
+        one (see ``server.chat.retrieval_question``). ``max_tokens``/``max_completion_tokens`` and
+        ``stop`` cut the reply without splitting a citation marker; ``n`` > 1 is refused.
+        ``stream: true`` returns SSE chunks whose last one carries ``citations`` and
+        ``abstained``, then a usage chunk if ``stream_options.include_usage``, then
+        ``data: [DONE]``."""
+        if body.n is not None and body.n > 1:
+            return error_response(400, f"n={body.n} is not supported: this bot gives one extractive answer "
+                                       "per question", code="unsupported_parameter", hint="leave n out or send n=1")
+        stops = body.stop_strings()
+        if len(stops) > MAX_STOP_STRINGS:
+            return error_response(400, f"stop takes at most {MAX_STOP_STRINGS} strings, got {len(stops)}",
+                                  code="invalid_stop")
         last, question = retrieval_question(body.messages, settings.max_question_chars)
         pipeline.validate_question(last)  # 422 for an empty or too long last turn
-        answer: Answer = await run(request, pipeline.ask, question, body.top_k, body.mode)
-        content = format_content(answer)
+        answer: Answer = await run_question(request, pipeline.ask, question, body.top_k, body.mode)
+        completion = apply_limits(format_content(answer), body.max_chars(), stops)
+        content = completion.content
         completion_id = "chatcmpl-" + uuid.uuid4().hex[:24]
-        created = int(time.time())
-        citations = [c.to_dict() for c in answer.citations]
+        created_at = int(time.time())
+        citations = [c.to_dict() for c in answer.citations if c.id in completion.cited_ids]
         prompt = "".join(m.text() for m in body.messages)
         if not body.stream:
-            return {"id": completion_id, "object": "chat.completion", "created": created,
+            return {"id": completion_id, "object": "chat.completion", "created": created_at,
                     "model": body.model,
                     "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                                 "finish_reason": "stop"}],
-                    "usage": _usage(prompt, content), "citations": citations,
+                                 "finish_reason": completion.finish_reason}],
+                    "usage": usage(prompt, content), "citations": citations,
                     "abstained": answer.abstained, "question": answer.question}
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
 
         def chunk(delta: dict, finish: str | None = None, **extra: Any) -> dict:
-            return {"id": completion_id, "object": "chat.completion.chunk", "created": created,
+            return {"id": completion_id, "object": "chat.completion.chunk", "created": created_at,
                     "model": body.model,
                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
 
         async def events() -> AsyncIterator[str]:
             yield _sse(chunk({"role": "assistant", "content": ""}))
             for piece in split_for_stream(content):
+                # A checkpoint per piece lets a client disconnect cancel the rest of the stream.
+                await anyio.lowlevel.checkpoint()
                 yield _sse(chunk({"content": piece}))
-            yield _sse(chunk({}, "stop", citations=citations, abstained=answer.abstained,
-                             question=answer.question, usage=_usage(prompt, content)))
+            yield _sse(chunk({}, completion.finish_reason, citations=citations, abstained=answer.abstained,
+                             question=answer.question))
+            if include_usage:
+                yield _sse({"id": completion_id, "object": "chat.completion.chunk", "created": created_at,
+                            "model": body.model, "choices": [], "usage": usage(prompt, content)})
             yield "data: [DONE]\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
+    @app.get("/v1/models", tags=["chat"])
+    async def list_models() -> dict:
+        """OpenAI model list: the one model this server answers with."""
+        return {"object": "list", "data": [model_card]}
+
+    @app.get("/v1/models/{model_id:path}", tags=["chat"])
+    async def get_model(model_id: str):
+        """One model card; 404 for any id but :data:`MODEL_ID`."""
+        if model_id != MODEL_ID:
+            return error_response(404, f"the model {model_id!r} does not exist; this server has {MODEL_ID!r}",
+                                  code="model_not_found")
+        return model_card
+
     # --- JSON API -----------------------------------------------------------------------------
 
-    @app.post("/api/ask", tags=["api"])
+    @app.post("/api/ask", tags=["api"], dependencies=[Depends(require_json)])
     async def api_ask(body: AskRequest, request: Request) -> dict:
         """The CLI JSON object (``rag ask --json``) for one question."""
         pipeline.validate_question(body.question)
-        answer: Answer = await run(request, pipeline.ask, body.question, body.top_k, body.mode)
+        answer: Answer = await run_question(request, pipeline.ask, body.question, body.top_k, body.mode)
         return answer.to_dict()
 
     @app.get("/api/search", tags=["api"])
@@ -375,13 +498,13 @@ def create_app(settings: Settings | None = None, pipeline=None, cors_origins: Se
                          mode: Mode = Query("hybrid")) -> dict:
         """Retrieved passages only: ``{"question", "hits": [Hit.to_dict(), ...]}``."""
         question = pipeline.validate_question(q)
-        hits = await run(request, pipeline.retrieve, question, top_k, mode)
+        hits = await run_question(request, pipeline.retrieve, question, top_k, mode)
         return {"question": question, "hits": [h.to_dict() for h in hits]}
 
     @app.get("/api/sources/{doc_id}", tags=["sources"])
     async def api_source(doc_id: str, request: Request) -> dict:
         """``{doc_id, title, date, text, chars}`` of one corpus document (404 when unknown)."""
-        doc = await run(request, pipeline.document, doc_id)
+        doc = await run_light(request, pipeline.document, doc_id)
         return {"doc_id": doc.doc_id, "title": doc.title, "date": doc.date, "text": doc.text,
                 "chars": len(doc.text)}
 
@@ -389,23 +512,45 @@ def create_app(settings: Settings | None = None, pipeline=None, cors_origins: Se
     async def source_page(doc_id: str, request: Request, start: int | None = Query(None),
                           end: int | None = Query(None)) -> HTMLResponse:
         """HTML view of a document; ``start``/``end`` (code points, half-open) highlight a span."""
-        doc = await run(request, pipeline.document, doc_id)
+        doc = await run_light(request, pipeline.document, doc_id)
         if (start is None) != (end is None):
             return error_response(422, "give both start and end, or neither", code="BadSpanError")
         if start is not None and end is not None:
             pipeline.span(doc_id, start, end)  # BadSpanError (422) when outside or reversed
         return HTMLResponse(render_source(doc.doc_id, doc.title, doc.date, doc.text, start, end))
 
+    # --- probes ---------------------------------------------------------------------------------
+
     @app.get("/healthz", tags=["ops"])
+    @app.head("/healthz", include_in_schema=False)
     async def healthz(request: Request) -> dict:
-        """Model id, index metadata and chunk count."""
-        return await run(request, pipeline.health)
+        """Liveness: the process serves HTTP. Answers at once from the event loop (never waits
+        for the model, the index or questions) and shows no server paths."""
+        state: Readiness = request.app.state.readiness
+        return {"status": "ok", "ready": state.status == "ready", "version": __version__, "pid": os.getpid()}
+
+    @app.get("/readyz", tags=["ops"])
+    @app.head("/readyz", include_in_schema=False)
+    async def readyz(request: Request):
+        """Readiness: 200 with model and index facts (no server paths) and question counters once
+        model and index are loaded in this process; 503 while loading or after a failed load."""
+        state: Readiness = request.app.state.readiness
+        body = {"status": state.status, "version": __version__, "pid": os.getpid(), "threads": threads,
+                "questions": dict(state.counts)}
+        if state.status == "ready":
+            return {**body, **state.facts}
+        if state.status == "failed":
+            body["error"] = {"code": type(state.error).__name__,
+                             "message": "the model or index could not be loaded; see the server log"}
+            return JSONResponse(body, status_code=503)
+        return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
 
     # --- web page -----------------------------------------------------------------------------
 
     @app.get("/", include_in_schema=False)
-    async def index_page() -> FileResponse:
-        return FileResponse(STATIC_DIR / "index.html", media_type="text/html; charset=utf-8")
+    @app.head("/", include_in_schema=False)
+    async def index_page() -> HTMLResponse:
+        return HTMLResponse(index_html)
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

@@ -128,3 +128,126 @@ def test_chat_page_answer_citation_and_source(server_url, tmp_path):
             assert (tmp_path / "chat-phone.png").stat().st_size > 0
         finally:
             browser.close()
+
+
+def _require_cjk_fonts() -> None:
+    """Chinese glyph widths are only real with a CJK font (Debian fonts-noto-cjk)."""
+    import shutil
+    import subprocess
+
+    fc_list = shutil.which("fc-list")
+    found = fc_list and subprocess.run([fc_list, ":lang=zh", "family"], capture_output=True,
+                                       text=True).stdout.strip()
+    if not found:
+        if _in_ci():
+            pytest.fail("no CJK font under CI (apt-get install fonts-noto-cjk)")
+        pytest.skip("no CJK font (apt-get install fonts-noto-cjk)")
+
+
+_PLACEHOLDER_ROOM = """() => {
+  const el = document.getElementById('question');
+  const cs = getComputedStyle(el);
+  const ctx = document.createElement('canvas').getContext('2d');
+  ctx.font = cs.font;
+  return {text: ctx.measureText(el.placeholder).width,
+          room: el.clientWidth - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight),
+          placeholder: el.placeholder};
+}"""
+
+
+def test_placeholder_fits_at_phone_width(server_url, tmp_path):
+    """Defect 11: on a phone-width page the input's placeholder was clipped."""
+    sync_playwright = _require_browser()
+    _require_cjk_fonts()
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            for width in (375, 320):
+                context = browser.new_context(viewport={"width": width, "height": 740}, device_scale_factor=1,
+                                              locale="zh-CN")
+                page = context.new_page()
+                page.goto(server_url + "/")
+                page.evaluate("() => document.fonts.ready")
+                room = page.evaluate(_PLACEHOLDER_ROOM)
+                page.screenshot(path=str(tmp_path / f"input-{width}.png"))
+                assert room["placeholder"] and room["text"] <= room["room"], (width, room)
+                assert _no_horizontal_overflow(page)
+                context.close()
+        finally:
+            browser.close()
+
+
+def test_over_long_question_is_reported_not_cut(server_url):
+    """Defect 12: a 600-character question was cut to 500 by maxlength without a word."""
+    sync_playwright = _require_browser()
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_context(viewport=PHONE, locale="zh-CN").new_page()
+            page.set_default_timeout(TIMEOUT_MS)
+            posts: list[str] = []
+            page.on("request", lambda req: posts.append(req.url) if req.method == "POST" else None)
+            page.goto(server_url + "/")
+            long_question = "职业教育" * 150  # 600 characters
+            page.fill("#question", long_question)
+            assert page.input_value("#question") == long_question  # nothing cut
+            notice = page.locator("#notice")
+            assert notice.is_visible()
+            text = notice.inner_text()
+            assert "500" in text and "600" in text and "100" in text
+            page.click("#send")
+            page.wait_for_timeout(300)
+            assert posts == [] and page.input_value("#question") == long_question
+            assert page.locator(".msg.user").count() == 0
+            # Shortened to the limit: the notice goes and the question is sent.
+            page.fill("#question", long_question[:500])
+            assert not notice.is_visible()
+            page.click("#send")
+            page.locator(".msg.assistant.answered, .msg.assistant.abstained").last.wait_for()
+            assert posts and posts[0].endswith("/v1/chat/completions")
+        finally:
+            browser.close()
+
+
+@pytest.fixture(scope="module")
+def keyed_server_url(tmp_path_factory):
+    home = tmp_path_factory.mktemp("browser-keyed-home")
+    settings = Settings.from_env(env={}, home=home, corpus_dir=PROJECT_ROOT / "seeds", api_key="sk-browser-key")
+    pipeline = Pipeline(settings, embedder=FakeEmbedder(), notify=lambda msg: None)
+    with BackgroundServer(create_app(settings, pipeline=pipeline), startup_timeout=120) as srv:
+        yield srv.url
+
+
+def test_chat_page_asks_for_the_api_key(keyed_server_url):
+    """With RAG_API_KEY set the page loads, asks for the key on the first 401, retries with it,
+    and citation links open their source page (the key travels in a cookie scoped to /sources)."""
+    sync_playwright = _require_browser()
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport=PHONE, locale="zh-CN")
+            page = context.new_page()
+            page.set_default_timeout(TIMEOUT_MS)
+            auth: list[str | None] = []
+            page.on("request", lambda req: auth.append(req.headers.get("authorization"))
+                    if req.url.endswith("/v1/chat/completions") else None)
+            page.goto(keyed_server_url + "/")
+            page.fill("#question", QUESTION)
+            page.click("#send")
+            page.locator("#keyform").wait_for(state="visible")
+            assert "API 密钥" in page.locator(".msg.assistant.error").last.inner_text()
+            page.fill("#apikey", "sk-browser-key")
+            page.click("#keyform button")
+            answer = page.locator(".msg.assistant.answered").last
+            answer.wait_for()
+            assert auth == [None, "Bearer sk-browser-key"]
+            assert page.locator("#keyform").is_hidden()
+            marker = answer.locator(".answer-text a.cite").first
+            with context.expect_page() as opened:
+                marker.click()
+            source = opened.value
+            source.wait_for_load_state("load")
+            assert source.locator("mark#hit").count() == 1
+            assert source.locator("mark#hit").text_content() == marker.get_attribute("title")
+        finally:
+            browser.close()

@@ -4,11 +4,42 @@
   "use strict";
   var HISTORY_TURNS = 6; // previous messages sent along (3 question/answer pairs)
   var SOURCE_HEAD = "\n\n来源：";
+  var KEY_NAME = "rag_api_key";
   var history = [];
   var log = document.getElementById("log");
   var form = document.getElementById("ask");
   var input = document.getElementById("question");
   var send = document.getElementById("send");
+  var notice = document.getElementById("notice");
+  var keyForm = document.getElementById("keyform");
+  var keyInput = document.getElementById("apikey");
+  // The server's limit (RAG_MAX_QUESTION_CHARS), written into the page when it is served.
+  var maxChars = parseInt(input.dataset.maxChars, 10) || 500;
+  var apiKey = "";
+  try { apiKey = sessionStorage.getItem(KEY_NAME) || ""; } catch (e) { apiKey = ""; }
+  var pendingQuestion = null;
+
+  function showNotice(text) {
+    notice.textContent = text;
+    notice.hidden = !text;
+  }
+
+  // Tell the user about the length limit instead of cutting the question silently.
+  function checkLength() {
+    var n = input.value.trim().length;
+    var over = n > maxChars;
+    input.classList.toggle("over", over);
+    showNotice(over ? "问题最长 " + maxChars + " 字，现在 " + n + " 字，请删去 " + (n - maxChars) + " 字再发送。" : "");
+    return !over;
+  }
+
+  // Citation links are plain navigations, which cannot send a header: the key also goes into a
+  // cookie scoped to /sources (the server reads it there only).
+  function saveKey(key) {
+    apiKey = key;
+    try { sessionStorage.setItem(KEY_NAME, key); } catch (e) { /* private mode: keep it in memory */ }
+    document.cookie = KEY_NAME + "=" + encodeURIComponent(key) + "; path=/sources; SameSite=Strict";
+  }
 
   function el(tag, cls, text) {
     var node = document.createElement(tag);
@@ -118,11 +149,20 @@
     var messages = history.slice(-HISTORY_TURNS).concat([{ role: "user", content: question }]);
     var content = "", final = null;
     try {
+      var headers = { "Content-Type": "application/json", "Accept": "text/event-stream" };
+      if (apiKey) headers["Authorization"] = "Bearer " + apiKey;
       var resp = await fetch("/v1/chat/completions", {
         method: "POST",
-        headers: { "Content-Type": "application/json", "Accept": "text/event-stream" },
+        headers: headers,
         body: JSON.stringify({ model: "liaoyuan-rag", stream: true, messages: messages })
       });
+      if (resp.status === 401) {
+        showError(view, apiKey ? "API 密钥不对，请重新输入。" : "此服务需要 API 密钥，请在下方输入。");
+        pendingQuestion = question;
+        keyForm.hidden = false;
+        keyInput.focus();
+        return;
+      }
       if (!resp.ok) {
         var err = await resp.json().catch(function () { return null; });
         showError(view, (err && err.error && err.error.message) || ("HTTP " + resp.status));
@@ -161,9 +201,25 @@
     ev.preventDefault();
     var q = input.value.trim();
     if (!q || send.disabled) return;
+    if (!checkLength()) { input.focus(); return; }
     input.value = "";
     send.disabled = true;
     try { await ask(q); } finally { send.disabled = false; input.focus(); }
+  });
+  input.addEventListener("input", checkLength);
+  keyForm.addEventListener("submit", async function (ev) {
+    ev.preventDefault();
+    var key = keyInput.value.trim();
+    if (!key) return;
+    saveKey(key);
+    keyInput.value = "";
+    keyForm.hidden = true;
+    var q = pendingQuestion;
+    pendingQuestion = null;
+    if (q && !send.disabled) {
+      send.disabled = true;
+      try { await ask(q); } finally { send.disabled = false; input.focus(); }
+    }
   });
   input.addEventListener("keydown", function (ev) {
     if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) {
