@@ -65,11 +65,11 @@ N_FOLDS = 5
 
 #: Composition grid (see rag/answer/compose.py for what each does).
 COMPOSE_GRID = {
-    "factoid_second_ratio": (0.8, 0.9, 1.01),
-    "list_min_ratio": (0.2, 0.4, 0.6),
-    "part_other_weight": (0.25, 0.5, 1.0),
-    "factoid_window": ((40, 70), (60, 90), (80, 120)),
-    "list_window_chars": (80, 120),
+    "factoid_second_ratio": (0.6, 0.8, 1.01),
+    "list_min_ratio": (0.05, 0.1, 0.2, 0.4),
+    "part_other_weight": (0.25, 0.5),
+    "factoid_window": ((60, 90), (80, 120), (100, 150)),
+    "list_window_chars": (120, 160),
 }
 #: Sentence-scorer candidates.
 LOGISTIC_C = (0.03, 0.1, 0.3, 1.0, 3.0)

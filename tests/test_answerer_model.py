@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from rag.config import PROJECT_ROOT
 def _fit_script():
     spec = importlib.util.spec_from_file_location("fit_answerer", PROJECT_ROOT / "eval" / "fit_answerer.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their module by name
     spec.loader.exec_module(module)
     return module
 

@@ -103,10 +103,11 @@ def _supporting(q: QuestionAnalysis, prep: Prepared, i: int) -> set[tuple[int, i
 
 def choose_parts(parts: Sequence[QuestionAnalysis], prep: Prepared,
                  part_logits: Sequence[np.ndarray]) -> list[tuple[int, int]]:
-    """``(position, part)`` pairs: each part's best sentence. When an earlier part already took
-    that sentence, it answers this part too if it holds a mention of this part's slot other than
-    the ones the earlier part used (``收入达到11473元，同比提高26.7%``); otherwise this part takes
-    its best sentence not yet taken."""
+    """``(position, part)`` pairs: each part's best sentence (for a part with a slot, the best
+    one supporting it, if any). When an earlier part already took that sentence, it answers this
+    part too if it holds a mention of this part's slot other than the ones the earlier part used
+    (``收入达到11473元，同比提高26.7%``); otherwise this part takes its best sentence not yet
+    taken."""
     chosen: list[tuple[int, int]] = []
     used: dict[int, set[tuple[int, int]]] = {}
     for k, (part, logits) in enumerate(zip(parts, part_logits)):
@@ -118,7 +119,7 @@ def choose_parts(parts: Sequence[QuestionAnalysis], prep: Prepared,
         best = order[0]
         if best in used:
             own = _supporting(part, prep, best)
-            if (not part.slots and not own) or (own - used[best]):
+            if part.slots and own - used[best]:
                 used[best] |= own
                 continue
             rest = [i for i in order if i not in used and not duplicate(prep, i, list(used))]
