@@ -70,6 +70,7 @@ COMPOSE_GRID = {
     "part_other_weight": (0.25, 0.5),
     "factoid_window": ((60, 90), (80, 120), (100, 150)),
     "list_window_chars": (120, 160),
+    "list_by_source": (0, 1),
 }
 #: Sentence-scorer candidates.
 LOGISTIC_C = (0.03, 0.1, 0.3, 1.0, 3.0)

@@ -64,7 +64,7 @@ def make_model(sentence: dict[str, float], answer: dict[str, float], threshold: 
         return {"kind": "logistic", "mean": [0.0] * len(names), "scale": [1.0] * len(names),
                 "coef": [weights.get(n, 0.0) for n in names], "intercept": b, "platt_a": -1.0,
                 "platt_b": 0.0}
-    params = {"factoid_second_ratio": 1.01, "list_min_ratio": 0.2, "part_other_weight": 0.5,
+    params = {"factoid_second_ratio": 1.01, "list_min_ratio": 0.2, "list_by_source": 0, "part_other_weight": 0.5,
               "factoid_full_chars": 60, "factoid_window_chars": 90, "list_window_chars": 120}
     params.update(compose)
     return AnswerModel.from_dict({
@@ -593,3 +593,21 @@ def test_sentence_facts_are_cached_per_document():
 
 def test_compose_params_are_all_required():
     assert set(TEST_MODEL.compose) == set(COMPOSE_PARAMS)
+
+
+def test_list_round_robin_over_documents():
+    from rag.answer.compose import choose_list, order_candidates
+
+    answerer = Answerer(Settings(), model=TEST_MODEL)
+    qv, hits, cands = retrieve("委员对职业教育提了什么建议", top_k=10)
+    case = answerer.case("委员对职业教育提了什么建议", qv, hits, cands, DOCS)
+    prep = case.prep
+    # One document's sentences all score above every other document's.
+    logits = np.array([2.0 - 0.1 * i if prep.spans[i].doc_id == "001_b" else -1.0 - 0.1 * i
+                       for i in range(len(prep))])
+    order = order_candidates(prep, logits)
+    plain = choose_list(prep, logits, order, 0.01, 4)
+    spread = choose_list(prep, logits, order, 0.01, 4, by_source=True)
+    assert {prep.spans[i].doc_id for i in plain} == {"001_b"}
+    assert len({prep.spans[i].doc_id for i in spread}) >= 2
+    assert spread[0] == plain[0]

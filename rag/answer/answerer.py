@@ -56,10 +56,11 @@ from .textutil import LOW_CONFIDENCE_LEAD, NOT_FOUND
 __all__ = ["Candidate", "AnswerDraft", "Answerer", "Case", "COMPOSE_PARAMS"]
 
 #: Composition parameters the model file must set (chosen by cross-validation in
-#: eval/fit_answerer.py): runner-up ratio for factoids, list-item probability ratio, weight of the
-#: other parts' topic words in a part, and the clause-window lengths (characters).
-COMPOSE_PARAMS = ("factoid_second_ratio", "list_min_ratio", "part_other_weight", "factoid_full_chars",
-                  "factoid_window_chars", "list_window_chars")
+#: eval/fit_answerer.py): runner-up ratio for factoids, list-item probability ratio, whether list
+#: items go round robin over documents (0/1), weight of the other parts' topic words in a part,
+#: and the clause-window lengths (characters).
+COMPOSE_PARAMS = ("factoid_second_ratio", "list_min_ratio", "list_by_source", "part_other_weight",
+                  "factoid_full_chars", "factoid_window_chars", "list_window_chars")
 #: Low-confidence snippets shown after an abstention (two: enough to point somewhere, short
 #: enough not to read as an answer).
 SNIPPETS = 2
@@ -224,7 +225,7 @@ class Answerer:
         questions = case.part_questions or [q]
         if q.qtype == "list":
             picked = choose_list(prep, logits, order, params["list_min_ratio"], max_n,
-                                 [i for i, _ in firsts])
+                                 [i for i, _ in firsts], by_source=bool(params["list_by_source"]))
             part_of = {i: k for i, k in firsts}
             choices = [Choice(i, clause_window(prep.spans[i], questions[part_of.get(i, 0)] if i in part_of else q,
                                                int(params["list_window_chars"]),

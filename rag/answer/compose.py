@@ -8,9 +8,10 @@ with its citations.
 * **several parts** (``收入多少了，比上年涨了多少``): each part's best sentence, scored with the
   part's own topic and slot (:func:`rag.answer.features.part_question`); one sentence answering
   two parts is quoted once.
-* **list**: sentences in order of probability, at least ``list_min_ratio`` x the best's, each
-  not a near-duplicate of one already chosen, up to ``settings.answer_max_sentences`` sentences
-  and ``settings.answer_max_chars`` characters; grouped by document in reading order.
+* **list**: sentences in order of probability (or, with ``list_by_source``, round robin over
+  documents), at least ``list_min_ratio`` x the best's, each not a near-duplicate of one already
+  chosen, up to ``settings.answer_max_sentences`` sentences and ``settings.answer_max_chars``
+  characters; grouped by document in reading order.
 
 Trimming (:func:`clause_window`): a sentence longer than the window is cut to the contiguous run
 of whole clauses (clauses end at ，；：) that covers most of the topic and holds the asked-for
@@ -132,11 +133,12 @@ def choose_parts(parts: Sequence[QuestionAnalysis], prep: Prepared,
 
 
 def choose_list(prep: Prepared, logits: np.ndarray, order: Sequence[int], min_ratio: float,
-                max_sentences: int, firsts: Sequence[int] = ()) -> list[int]:
+                max_sentences: int, firsts: Sequence[int] = (), by_source: bool = False) -> list[int]:
     """Positions to quote for a list question: ``firsts`` (a compound question's part answers)
     or the best, then others in probability order with probability >= ``min_ratio`` x the best's,
     skipping near-duplicates and, when any body sentence is a candidate, headings (character
-    budget applied later, after trimming)."""
+    budget applied later, after trimming). With ``by_source`` the others are taken round robin
+    over documents."""
     p = 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
     # Titles and by-lines are not items of a list when a body sentence is on offer.
     body = [i for i in order if not prep.facts[i].heading]
@@ -144,6 +146,16 @@ def choose_list(prep: Prepared, logits: np.ndarray, order: Sequence[int], min_ra
         order = body
     chosen = list(dict.fromkeys(firsts)) or [order[0]]
     floor = min_ratio * float(p[order[0]])
+    if by_source:
+        # Round robin over documents (in order of their best sentence): each document's best
+        # eligible sentence first, then the second best of each, ... (lists that span reports).
+        rank_in_doc: dict[str, int] = {}
+        keyed = []
+        for pos, i in enumerate(order):
+            doc = prep.spans[i].doc_id
+            rank_in_doc[doc] = rank_in_doc.get(doc, -1) + 1
+            keyed.append((rank_in_doc[doc], pos, i))
+        order = [i for _, _, i in sorted(keyed)]
     for i in order:
         if len(chosen) >= max_sentences:
             break

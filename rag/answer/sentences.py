@@ -163,6 +163,7 @@ def _is_heading(layout_heading: bool, span: Span, raw: str) -> bool:
     line_end = raw.find("\n", span.end)
     line_end = len(raw) if line_end < 0 else line_end
     text = span.text.rstrip()
+    # 40 characters: longer lines without end punctuation are broken body text, not titles.
     return (not raw[line_start:span.start].strip() and not raw[span.end:line_end].strip()
             and len("".join(text.split())) <= 40 and text[-1:] not in _TERMINAL)
 
@@ -221,6 +222,8 @@ def analyse_sentence(span: Span, layout_heading: bool, raw: str, doc: DocumentWo
     heading = _is_heading(layout_heading, span, raw)
     person_names = frozenset(text_norm[s:e] for s, e in persons)
     last = norm(span.text.split()[-1]) if span.text.split() else ""
+    # A name line: a bare 2-4 character name, a title + name of at most 12 characters (市长 孙弘),
+    # or a short (<= 20) line holding a person name: longer headings are titles.
     name_line = heading and bool(_NAME_LINE_RE.fullmatch(text_norm)
                                  or (len(text_norm) <= 12 and _NAME_LINE_RE.fullmatch(last))
                                  or (len(text_norm) <= 20 and person_names))
