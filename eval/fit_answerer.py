@@ -51,13 +51,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rag.answer.answerer import COMPOSE_PARAMS, Answerer, Case  # noqa: E402
+from rag.answer.answerer import Answerer, Case  # noqa: E402
 from rag.answer.features import ANSWER_FEATURES, SENTENCE_FEATURES, answer_features  # noqa: E402
 from rag.answer.model import FORMAT_VERSION, MODEL_PATH, AnswerModel  # noqa: E402
 from rag.answer.textutil import display_text  # noqa: E402
 from rag.archive import InMemoryArchive  # noqa: E402
 from rag.config import PROJECT_ROOT, Settings  # noqa: E402
-from rag.gold import UNANSWERABLE_TYPES, load_gold, norm_ws  # noqa: E402
+from rag.gold import load_gold, norm_ws  # noqa: E402
 
 TRAIN_FILES = (PROJECT_ROOT / "eval" / "train.jsonl", PROJECT_ROOT / "eval" / "gold.jsonl")
 #: Grouped folds (5: every fold keeps ~55 questions to score, enough for the rare types).
