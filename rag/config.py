@@ -59,8 +59,9 @@ class Settings:
             the 2-core target machine (see README, "Threads").
         index_threads: torch threads while embedding the corpus for an index: a batch job with
             no query waiting, where 2 threads measured 1.8x faster than 1 (23 s vs 41 s).
-        abstain_threshold: Minimum answer confidence in [0, 1]; below it the bot abstains (0.42:
-            calibrated on eval/gold.jsonl with eval/calibrate_answerer.py, see rag/answerer.py).
+        abstain_threshold: Override of the abstention threshold on the calibrated P(answerable)
+            in [0, 1]; ``None`` (default) uses the threshold fitted with the answer model
+            (``eval/fit_answerer.py``, stored in ``rag/data/answer_model.json``).
         answer_max_sentences: Most sentences in a list/summary answer.
         answer_max_chars: Soft cap on the length of a list/summary answer (characters).
         batch_size: Encoding batch size for indexing.
@@ -93,7 +94,7 @@ class Settings:
     base_url: str = ""
     torch_threads: int = 1
     index_threads: int = 2
-    abstain_threshold: float = 0.42
+    abstain_threshold: float | None = None
     answer_max_sentences: int = 4
     answer_max_chars: int = 300
     batch_size: int = 32
@@ -150,7 +151,7 @@ def _parse(name: str, type_name: Any, raw: str) -> Any:
             return Path(raw)
         if type_name == "int":
             return int(raw)
-        if type_name == "float":
+        if type_name in ("float", "float | None"):
             return float(raw)
         return raw
     except ValueError as err:

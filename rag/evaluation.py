@@ -16,7 +16,7 @@ from typing import Any, Iterable, Sequence
 from .config import PROJECT_ROOT, Settings
 from .errors import GoldSetError
 from .gold import GoldQuestion, load_gold
-from .metrics import format_markdown_report, score_records
+from .metrics import format_markdown_report, format_per_type, score_records
 
 DEFAULT_GOLD = PROJECT_ROOT / "eval" / "gold.jsonl"
 
@@ -72,6 +72,9 @@ def format_summary(summary: dict, title: str) -> str:
     lines.append(f"  {'answer_chars_p90':<24}{_fmt(summary.get('answer_chars_p90'))}")
     for stage, values in (summary.get("latency_ms") or {}).items():
         lines.append(f"  latency {stage:<16}p50 {_fmt(values.get('p50'))} ms, p95 {_fmt(values.get('p95'))} ms")
+    if summary.get("per_type"):
+        lines.append("  per question type:")
+        lines += ["  " + line for line in format_per_type(summary["per_type"]).splitlines()]
     return "\n".join(lines)
 
 

@@ -23,7 +23,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-__all__ = ["GoldQuestion", "load_gold", "validate_gold", "norm_ws"]
+__all__ = ["GoldQuestion", "load_gold", "validate_gold", "norm_ws", "TYPES", "ANSWERABLE_TYPES",
+           "UNANSWERABLE_TYPES"]
+
+#: Question types that the archive answers: a fact (number, date, name), a list (suggestions,
+#: problems), a paraphrase (no source words: 结婚前体检 for 婚检), and a two-part question (two
+#: facts, possibly from two documents).
+ANSWERABLE_TYPES = ("factoid", "list", "paraphrase", "two_part")
+#: Question types the archive cannot answer: near-domain (right people and topic, the fact is
+#: absent) and out-of-domain (chit-chat, other cities, English, code).
+UNANSWERABLE_TYPES = ("near_domain", "out_of_domain")
+#: Every question type, in report order.
+TYPES = ANSWERABLE_TYPES + UNANSWERABLE_TYPES
 
 
 @dataclass(frozen=True)
@@ -37,7 +48,8 @@ class GoldQuestion:
         evidence: Verbatim substrings of those documents; any one marks a passage relevant.
         keys: Strings that must all occur in a correct answer.
         unanswerable: True when the archive cannot answer the question.
-        type: ``factoid``, ``list``, ``paraphrase``, ``cross`` or ``unanswerable`` (free text).
+        type: One of :data:`TYPES` (``factoid``, ``list``, ``paraphrase``, ``two_part``,
+            ``near_domain``, ``out_of_domain``); ``""`` when not labelled.
     """
 
     id: str
@@ -143,8 +155,8 @@ def _docs_for(prefix: str, stems: Iterable[str]) -> list[str]:
 def validate_gold(questions: list[GoldQuestion], corpus_dir: str | Path) -> list[str]:
     """Check a gold set against a corpus folder.
 
-    Reported problems: duplicate ids; empty questions; answerable questions without evidence or
-    keys; unanswerable questions that carry evidence/keys/docs; doc prefixes matching no
+    Reported problems: duplicate ids; empty questions; a type outside :data:`TYPES` or one that
+    contradicts ``unanswerable``; answerable questions without evidence or keys; unanswerable questions that carry evidence/keys/docs; doc prefixes matching no
     ``*.txt`` file stem in ``corpus_dir``; evidence or key strings absent from every named
     document. Presence is tested after :func:`norm_ws` on both sides (NFKC, no whitespace).
 
@@ -168,6 +180,10 @@ def validate_gold(questions: list[GoldQuestion], corpus_dir: str | Path) -> list
         seen.add(q.id)
         if not q.question.strip():
             problems.append(f"{tag}: empty question")
+        if q.type and q.type not in TYPES:
+            problems.append(f"{tag}: unknown type {q.type!r} (one of {', '.join(TYPES)})")
+        elif q.type and (q.type in UNANSWERABLE_TYPES) != q.unanswerable:
+            problems.append(f"{tag}: type {q.type!r} contradicts unanswerable={q.unanswerable}")
         if q.unanswerable:
             if q.evidence or q.keys or q.doc_prefixes:
                 problems.append(f"{tag}: unanswerable question must have no doc, evidence or keys")

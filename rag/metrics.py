@@ -33,7 +33,7 @@ from rag.gold import GoldQuestion, norm_ws
 __all__ = [
     "normalize_for_match", "hit_is_relevant", "relevance_vector", "recall_at_k", "mrr_at_k",
     "ndcg_at_k", "first_relevant_rank", "answer_has_keys", "strip_citation_markers", "percentile", "score_records",
-    "format_markdown_report",
+    "format_markdown_report", "format_per_type",
 ]
 
 #: Citation markers the answerer inserts, e.g. ``[1]``, ``[12]``.
@@ -169,7 +169,7 @@ def _hit_rel(hit: Mapping[str, Any], gold: GoldQuestion) -> int:
 
 
 def score_records(gold: list[GoldQuestion], records: list[dict],
-                  raw_texts: Mapping[str, str] | None = None) -> dict:
+                  raw_texts: Mapping[str, str] | None = None, per_type: bool = True) -> dict:
     """Score the bot's JSON records against the gold set.
 
     Records are matched to gold questions by position. A record has the ``rag ask --json``
@@ -184,6 +184,7 @@ def score_records(gold: list[GoldQuestion], records: list[dict],
         records: One record per gold question, same order.
         raw_texts: Raw document texts by full doc id, for ``citation_validity``; ``None`` skips
             that metric.
+        per_type: Also compute ``per_type`` (figures per question type).
 
     Returns:
         A dict with exactly these keys:
@@ -202,6 +203,11 @@ def score_records(gold: list[GoldQuestion], records: list[dict],
           (``None`` if no unanswerable question). ``false_abstention_rate``: abstained
           answerable / answerable (``None`` if none).
         * ``latency_ms``: ``{stage: {"p50": ..., "p95": ...}}`` over records' ``timings_ms``.
+        * ``per_type``: for each question type present (gold order of first appearance),
+          ``{"n", "abstained", "key_recall", "false_abstention_rate", "recall@5",
+          "citation_validity", "answer_chars_median"}`` computed as above on that type's
+          questions; ``abstained`` is the share of the type's questions that abstained (for
+          unanswerable types the abstention recall, for answerable ones the false abstention).
         * ``per_question``: one dict per question with ``id``, ``question``, ``type``,
           ``first_relevant_rank`` (1-based within the returned hits, or ``None``),
           ``key_hit``, ``abstained``, ``answer`` and ``failure`` (``""`` when fine).
@@ -292,7 +298,24 @@ def score_records(gold: list[GoldQuestion], records: list[dict],
     summary["latency_ms"] = {stage: {"p50": percentile(v, 50), "p95": percentile(v, 95)}
                              for stage, v in timings.items()}
     summary["per_question"] = per_question
+    if per_type:
+        summary["per_type"] = _per_type(gold, records, raw_texts)
     return summary
+
+
+def _per_type(gold: Sequence[GoldQuestion], records: list[dict],
+              raw_texts: Mapping[str, str] | None) -> dict[str, dict]:
+    types = list(dict.fromkeys(q.type or "(none)" for q in gold))
+    out: dict[str, dict] = {}
+    for t in types:
+        idx = [i for i, q in enumerate(gold) if (q.type or "(none)") == t]
+        sub = score_records([gold[i] for i in idx], [records[i] for i in idx], raw_texts, per_type=False)
+        out[t] = {"n": sub["n"],
+                  "abstained": sum(1 for i in idx if records[i].get("abstained")) / len(idx),
+                  "key_recall": sub["key_recall"], "false_abstention_rate": sub["false_abstention_rate"],
+                  "recall@5": sub["recall@5"], "citation_validity": sub["citation_validity"],
+                  "answer_chars_median": sub["answer_chars_median"]}
+    return out
 
 
 def _fmt(v: Any, pct: bool = False) -> str:
@@ -314,6 +337,30 @@ def _cell(s: Any, limit: int = 80) -> str:
     if len(text) > limit:
         text = text[: limit - 1] + "…"
     return text.replace("|", "\\|")
+
+
+_PER_TYPE_COLUMNS = ("n", "key_recall", "abstained", "false_abstention_rate", "recall@5",
+                     "citation_validity", "answer_chars_median")
+
+
+def format_per_type(per_type: Mapping[str, Mapping[str, Any]]) -> str:
+    """The ``per_type`` part of a :func:`score_records` summary as a Markdown table ("–" where a
+    figure does not apply, e.g. key recall of an unanswerable type)."""
+    lines = ["| type | " + " | ".join(_PER_TYPE_COLUMNS) + " |", "|---|" + "---|" * len(_PER_TYPE_COLUMNS)]
+    for t, row in per_type.items():
+        cells = []
+        for key in _PER_TYPE_COLUMNS:
+            v = row.get(key)
+            if v is None:
+                cells.append("–")
+            elif key == "n":
+                cells.append(str(v))
+            elif key == "answer_chars_median":
+                cells.append(f"{v:.0f}")
+            else:
+                cells.append(f"{v:.3f}")
+        lines.append(f"| {t} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def format_markdown_report(summary: dict, title: str) -> str:
@@ -342,6 +389,8 @@ def format_markdown_report(summary: dict, title: str) -> str:
     for key in ("answer_chars_median", "answer_chars_p90"):
         lines.append(f"| {key} | {_fmt(summary.get(key))} |")
     lines.append("")
+    if summary.get("per_type"):
+        lines += ["## Per question type", "", format_per_type(summary["per_type"]), ""]
 
     latency = summary.get("latency_ms") or {}
     if latency:

@@ -103,7 +103,7 @@ class Pipeline:
             # question: measured ~0.9 s otherwise, which showed up as p95 latency in the server.
             tokenize("预热")
             self.embed_question("预热")
-            self._answerer.warm_up(self._archive)
+            self._answerer.warm_up(self._archive, list(self._index.documents))
             return self
 
     def rebuild(self) -> ArchiveIndex:

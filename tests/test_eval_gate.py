@@ -8,7 +8,7 @@ import unicodedata
 import pytest
 
 from rag.config import PROJECT_ROOT
-from rag.gold import load_gold
+from rag.gold import TYPES, UNANSWERABLE_TYPES, load_gold
 
 GOLD = PROJECT_ROOT / "eval" / "gold.jsonl"
 THRESHOLDS = PROJECT_ROOT / "eval" / "reports" / "thresholds.json"
@@ -41,7 +41,27 @@ def test_dev_metrics_do_not_fall_below_recorded_thresholds(eval_summary):
     for key, ceiling in thresholds["at_most"].items():
         if eval_summary[key] is None or eval_summary[key] > ceiling:
             below[key] = (eval_summary[key], ceiling)
+    for qtype, floors in thresholds.get("per_type_at_least", {}).items():
+        for key, floor in floors.items():
+            value = eval_summary["per_type"][qtype][key]
+            if value is None or value < floor:
+                below[f"{qtype} {key}"] = (value, floor)
+    for qtype, ceilings in thresholds.get("per_type_at_most", {}).items():
+        for key, ceiling in ceilings.items():
+            value = eval_summary["per_type"][qtype][key]
+            if value is None or value > ceiling:
+                below[f"{qtype} {key}"] = (value, ceiling)
     assert not below, f"dev-set metrics regressed (value, threshold): {below}"
+
+
+@pytest.mark.slow
+def test_eval_reports_every_type(eval_summary):
+    """`rag eval` reports per-type figures for the six question types."""
+    assert set(eval_summary["per_type"]) == set(TYPES)
+    for qtype, row in eval_summary["per_type"].items():
+        assert row["n"] > 0
+        assert (row["key_recall"] is None) == (qtype in UNANSWERABLE_TYPES)
+        assert 0.0 <= row["abstained"] <= 1.0
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rag.gold import GoldQuestion, load_gold, validate_gold
+from rag.gold import TYPES, UNANSWERABLE_TYPES, GoldQuestion, load_gold, norm_ws, validate_gold
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLD = ROOT / "eval" / "gold.jsonl"
@@ -55,19 +55,47 @@ def test_real_gold_size_and_ids():
     assert len(ids) == len(set(ids))
 
 
+SPLITS = {name: GOLD.parent / f"{name}.jsonl" for name in ("gold", "heldout", "train")}
+
+
+@pytest.mark.parametrize("split", sorted(SPLITS))
+def test_every_split_validates_with_six_types(split):
+    gold = load_gold(SPLITS[split])
+    assert validate_gold(gold, SEEDS) == []
+    assert {q.type for q in gold} == set(TYPES)
+    for q in gold:
+        assert (q.type in UNANSWERABLE_TYPES) == q.unanswerable, q.id
+
+
+def test_splits_are_large_enough_and_disjoint():
+    """Issue 9: at least 300 questions over the six types, >= 50 near-domain and >= 20
+    out-of-domain unanswerable; no id or question shared between splits."""
+    by_split = {name: load_gold(path) for name, path in SPLITS.items()}
+    everything = [q for qs in by_split.values() for q in qs]
+    types = Counter(q.type for q in everything)
+    assert len(everything) >= 300
+    assert types["near_domain"] >= 50 and types["out_of_domain"] >= 20
+    assert len({q.id for q in everything}) == len(everything)
+    for a in by_split:
+        for b in by_split:
+            if a < b:
+                shared = {norm_ws(q.question) for q in by_split[a]} & {norm_ws(q.question) for q in by_split[b]}
+                assert not shared, (a, b, shared)
+
+
 def test_real_gold_shape():
     gold = load_gold(GOLD)
     types = Counter(q.type for q in gold)
-    assert set(types) <= {"factoid", "list", "paraphrase", "cross", "unanswerable"}
+    assert set(types) == set(TYPES)
     for q in gold:
-        assert (q.type == "unanswerable") == q.unanswerable, q.id
+        assert (q.type in UNANSWERABLE_TYPES) == q.unanswerable, q.id
         if q.unanswerable:
             assert q.evidence == () and q.keys == () and q.doc_prefixes == (), q.id
             continue
         assert 1 <= len(q.evidence) <= 3, q.id
         assert 1 <= len(q.keys) <= 3, q.id
         assert all(2 <= len(k) <= 12 for k in q.keys), q.id
-        if q.type == "cross":
+        if q.type == "two_part":  # the dev set's two-part questions span two documents
             assert len(q.doc_prefixes) >= 2, q.id
     # every seed document is covered
     covered = {p for q in gold for p in q.doc_prefixes}
@@ -82,7 +110,7 @@ def test_real_gold_evidence_is_single_line_and_per_document():
         for e in q.evidence:
             assert 8 <= len(e) <= 40, (q.id, e)
             assert any(e in ln for lines in lines_by_doc.values() for ln in lines), (q.id, e)
-        if q.type == "cross":
+        if q.type == "two_part":
             for d, lines in lines_by_doc.items():
                 assert any(e in ln for e in q.evidence for ln in lines), (q.id, d)
 
@@ -94,7 +122,7 @@ def test_load_gold_defaults_and_doc_split(tmp_path: Path):
     path = _write_jsonl(tmp_path / "g.jsonl", [
         {"id": "a", "question": "问？", "doc": "000|001", "evidence": ["x"], "keys": ["y"]},
         {"id": "b", "question": "天气？", "doc": "", "evidence": [], "keys": [],
-         "unanswerable": True, "type": "unanswerable"},
+         "unanswerable": True, "type": "out_of_domain"},
     ])
     a, b = load_gold(path)
     assert a.doc_prefixes == ("000", "001")
@@ -154,13 +182,16 @@ def test_validate_reports_unknown_doc_prefix(corpus: Path):
 
 def test_validate_reports_duplicates_and_empty_fields(corpus: Path):
     qs = [_q(), _q(), _q(id="q2", question="  "), _q(id="q3", evidence=(), keys=()),
-          _q(id="q4", unanswerable=True, type="unanswerable")]
+          _q(id="q4", unanswerable=True, type="near_domain"), _q(id="q5", type="cross"),
+          _q(id="q6", type="near_domain")]
     problems = "\n".join(validate_gold(qs, corpus))
     assert "q1: duplicate id" in problems
     assert "q2: empty question" in problems
     assert "q3: answerable question has no evidence" in problems
     assert "q3: answerable question has no keys" in problems
     assert "q4: unanswerable question must have no doc, evidence or keys" in problems
+    assert "q5: unknown type 'cross'" in problems
+    assert "q6: type 'near_domain' contradicts unanswerable=False" in problems
 
 
 def test_validate_cross_document_looks_in_all_named_docs(corpus: Path):

@@ -9,7 +9,7 @@ import pytest
 
 from rag.gold import GoldQuestion
 from rag.metrics import (
-    answer_has_keys, first_relevant_rank, format_markdown_report, hit_is_relevant, mrr_at_k,
+    answer_has_keys, first_relevant_rank, format_markdown_report, format_per_type, hit_is_relevant, mrr_at_k,
     ndcg_at_k, normalize_for_match, percentile, recall_at_k, relevance_vector, score_records,
     strip_citation_markers,
 )
@@ -107,7 +107,7 @@ ANSWER = "全市脱贫人口人均收入达到11473\n\n元"  # raw[3:23]
 
 def _gold() -> list[GoldQuestion]:
     return [
-        GoldQuestion("q1", "明天天气？", (), (), (), True, "unanswerable"),
+        GoldQuestion("q1", "明天天气？", (), (), (), True, "out_of_domain"),
         GoldQuestion("q2", "脱贫人口人均收入多少？", ("000",), ("人均收入达到11473元",),
                      ("11473元",), False, "factoid"),
         GoldQuestion("q3", "同比提高多少？", ("000",), ("同比提高26.7%",), ("26.7%",), False,
@@ -145,7 +145,7 @@ def test_score_records_exact_numbers():
         "n", "n_answerable", "n_unanswerable", "recall@1", "recall@5", "recall@10", "mrr@10",
         "ndcg@10", "key_recall", "answer_chars_median", "answer_chars_p90", "citation_validity",
         "abstention_precision", "abstention_recall", "false_abstention_rate", "latency_ms",
-        "per_question"]
+        "per_question", "per_type"]
     assert (s["n"], s["n_answerable"], s["n_unanswerable"]) == (3, 2, 1)
     assert s["recall@1"] == 0.0           # q2 relevant at rank 2, q3 never
     assert s["recall@5"] == 0.5
@@ -164,12 +164,28 @@ def test_score_records_exact_numbers():
     assert s["latency_ms"]["retrieve"]["p95"] == pytest.approx(7.8)
 
     p1, p2, p3 = s["per_question"]
-    assert p1 == {"id": "q1", "question": "明天天气？", "type": "unanswerable",
+    assert p1 == {"id": "q1", "question": "明天天气？", "type": "out_of_domain",
                   "first_relevant_rank": None, "key_hit": False, "abstained": True,
                   "answer": "", "failure": ""}
     assert p2["first_relevant_rank"] == 2 and p2["key_hit"] and p2["failure"] == ""
     assert p3["first_relevant_rank"] is None and p3["abstained"] and not p3["key_hit"]
     assert p3["failure"] == "evidence not in top 10; false abstention"
+
+
+def test_score_records_per_type_figures():
+    s = score_records(_gold(), _records(), raw_texts=RAW)
+    assert list(s["per_type"]) == ["out_of_domain", "factoid", "paraphrase"]
+    ood, factoid, para = (s["per_type"][t] for t in ("out_of_domain", "factoid", "paraphrase"))
+    assert ood == {"n": 1, "abstained": 1.0, "key_recall": None, "false_abstention_rate": None,
+                   "recall@5": None, "citation_validity": None, "answer_chars_median": None}
+    assert factoid == {"n": 1, "abstained": 0.0, "key_recall": 1.0, "false_abstention_rate": 0.0,
+                       "recall@5": 1.0, "citation_validity": 0.5, "answer_chars_median": 20.0}
+    assert para["abstained"] == 1.0 and para["key_recall"] == 0.0 and para["false_abstention_rate"] == 1.0
+    assert "per_type" not in score_records(_gold(), _records(), per_type=False)
+    table = format_per_type(s["per_type"])
+    assert table.splitlines()[0].startswith("| type | n | key_recall | abstained |")
+    assert "| out_of_domain | 1 | – | 1.000 | – |" in table
+    assert "## Per question type" in format_markdown_report(s, "t")
 
 
 def test_score_records_without_raw_texts_and_other_failures():
@@ -204,7 +220,7 @@ def test_score_records_empty_sets_give_none():
     s = score_records([], [])
     assert s["n"] == 0 and s["recall@1"] is None and s["key_recall"] is None
     assert s["answer_chars_median"] is None and s["abstention_precision"] is None
-    assert s["latency_ms"] == {} and s["per_question"] == []
+    assert s["latency_ms"] == {} and s["per_question"] == [] and s["per_type"] == {}
 
 
 def test_format_markdown_report():

@@ -1,0 +1,514 @@
+"""Fit the answerer's model (``rag/data/answer_model.json``) on the training questions.
+
+Training data: ``eval/train.jsonl`` and ``eval/gold.jsonl`` (dev). ``eval/heldout.jsonl`` is
+never read here. Every figure below is cross-validated with folds grouped by question
+(scikit-learn ``GroupKFold``), so no question is scored by a model that saw it.
+
+Steps:
+
+1. Run the real pipeline once per question (query vector, hits, the candidate sentences of the
+   first ``answer_hits`` hits, exactly as ``Pipeline.ask``); cached under ``$RAG_HOME/cache``.
+2. **Sentence scorer**: rows = candidates of answerable questions, label = the sentence holds
+   a gold key (normalised substring). Candidates: logistic regression (C in a grid) and
+   gradient-boosted trees (depth, number of trees); chosen by grouped-CV top-1 accuracy (the
+   best-scored sentence holds a key), ties to the simpler model.
+3. Out-of-fold sentence logits for every question (unanswerable ones included).
+4. **Composition parameters** by grid search on the out-of-fold logits: the highest key recall
+   (all keys in the answer) whose median answer length is at most ``--max-median-chars``
+   (the issue's target, 100).
+5. **Answerability**: one row per question, features of the composed answer
+   (``ANSWER_FEATURES``). Two logistic regressions (C by grouped CV on log-loss) with Platt
+   scaling (``CalibratedClassifierCV(method="sigmoid", ensemble=False)``): P(answerable) over
+   all questions, and P(the answer holds every key | answerable) over the answerable ones; the
+   reported confidence is their product. Out-of-fold P(answerable) gives the threshold: the
+   highest one whose false abstention (answerable questions abstained) stays at most
+   ``--max-false-abstention``.
+6. Write the model file with the sha256 of the training files and the cross-validated figures
+   per split and type, and print them.
+
+Usage::
+
+    .venv/bin/python eval/fit_answerer.py                # fit and write rag/data/answer_model.json
+    .venv/bin/python eval/fit_answerer.py --dry-run      # fit and print, write nothing
+    .venv/bin/python eval/fit_answerer.py --show dev     # also print each dev question's CV answer
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import json
+import pickle
+import statistics
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from rag.answer.answerer import Answerer, Case  # noqa: E402
+from rag.answer.features import ANSWER_FEATURES, SENTENCE_FEATURES, answer_features  # noqa: E402
+from rag.answer.model import FORMAT_VERSION, MODEL_PATH, AnswerModel  # noqa: E402
+from rag.answer.textutil import display_text  # noqa: E402
+from rag.archive import InMemoryArchive  # noqa: E402
+from rag.config import PROJECT_ROOT, Settings  # noqa: E402
+from rag.gold import load_gold, norm_ws  # noqa: E402
+
+TRAIN_FILES = (PROJECT_ROOT / "eval" / "train.jsonl", PROJECT_ROOT / "eval" / "gold.jsonl")
+#: Grouped folds (5: every fold keeps ~55 questions to score, enough for the rare types).
+N_FOLDS = 5
+
+#: Composition grid (see rag/answer/compose.py for what each does).
+COMPOSE_GRID = {
+    "factoid_second_ratio": (0.6, 0.8, 1.01),
+    "list_min_ratio": (0.05, 0.1, 0.2, 0.4),
+    "part_other_weight": (0.25, 0.5),
+    "factoid_window": ((60, 90), (80, 120), (100, 150)),
+    "list_window_chars": (120, 160),
+    "list_by_source": (0, 1),
+}
+#: Sentence-scorer candidates.
+LOGISTIC_C = (0.03, 0.1, 0.3, 1.0, 3.0)
+TREE_GRID = ((2, 200), (3, 200))  # (max_depth, n_estimators), learning rate 0.05
+ANSWER_C = (0.03, 0.1, 0.3, 1.0, 3.0)
+
+
+@dataclass
+class Example:
+    qid: str
+    split: str
+    qtype: str
+    question: str
+    keys: tuple[str, ...]
+    unanswerable: bool
+    qv: np.ndarray | None
+    hits: list
+    cands: list
+    mode: str = "dense"
+
+
+def sha256_files(paths) -> tuple[str, dict[str, str]]:
+    """Combined and per-file sha256 of the training files (combined = sha256 of the per-file
+    digests in path order)."""
+    per = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
+    combined = hashlib.sha256("".join(per[p.name] for p in paths).encode()).hexdigest()
+    return combined, per
+
+
+def collect(paths, settings: Settings, cache_dir: Path):
+    """Examples of every question in ``paths`` and the documents, via the real pipeline."""
+    from rag.pipeline import Pipeline
+
+    questions = []
+    for path in paths:
+        split = "dev" if path.name == "gold.jsonl" else path.stem
+        questions += [(split, q) for q in load_gold(path)]
+    key = hashlib.sha256(json.dumps([(s, q.to_dict()) for s, q in questions], ensure_ascii=False)
+                         .encode()).hexdigest()[:16]
+    pipeline = Pipeline(settings)
+    # The model file is what this script writes: the pipeline's answerer must not need it here.
+    pipeline._answerer = Answerer(settings, model=_Bootstrap({}))
+    pipeline.warm_up()
+    meta_key = hashlib.sha256(json.dumps(pipeline.index.meta, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    cache = cache_dir / f"fit_inputs-{key}-{meta_key}.pkl"
+    if cache.exists():
+        with open(cache, "rb") as fh:
+            data = pickle.load(fh)
+        return [Example(**e) for e in data["examples"]], data["documents"], pipeline.index.meta
+    examples = []
+    for split, q in questions:
+        text = q.question.strip()
+        qv = pipeline.embed_question(text)
+        hits = pipeline.retrieve(text, top_k=10, query_vector=qv)
+        evidence = hits[:settings.answer_hits]
+        examples.append(Example(q.id, split, q.type, text, q.keys, q.unanswerable, qv, evidence,
+                                pipeline.candidates(evidence)))
+    documents = dict(pipeline.index.documents)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with open(cache, "wb") as fh:
+        pickle.dump({"examples": [vars(e) for e in examples], "documents": documents}, fh)
+    return examples, documents, pipeline.index.meta
+
+
+class _Bootstrap:
+    """Stands in for the model while the real one is being fitted (only ``compose`` is read)."""
+
+    def __init__(self, compose):
+        self.compose = dict(compose)
+        self.threshold = 0.0
+
+
+def sentence_labels(case: Case, keys) -> np.ndarray:
+    keys = [norm_ws(k) for k in keys]
+    return np.array([1 if any(k in norm_ws(s.text) for k in keys) else 0 for s in case.prep.spans])
+
+
+def folds_of(examples, n_folds: int) -> np.ndarray:
+    """Fold number per example: GroupKFold over question ids (stratified by answerability by
+    interleaving)."""
+    from sklearn.model_selection import GroupKFold
+
+    fold = np.zeros(len(examples), dtype=int)
+    order = sorted(range(len(examples)), key=lambda i: (examples[i].unanswerable, examples[i].qtype, examples[i].qid))
+    groups = np.array([examples[i].qid for i in order])
+    for k, (_, test) in enumerate(GroupKFold(n_splits=n_folds).split(order, groups=groups)):
+        for t in test:
+            fold[order[t]] = k
+    return fold
+
+
+def make_scorer(kind: str, param):
+    from sklearn.ensemble import GradientBoostingClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if kind == "logistic":
+        return make_pipeline(StandardScaler(), LogisticRegression(C=param, max_iter=5000))
+    depth, n = param
+    return GradientBoostingClassifier(max_depth=depth, n_estimators=n, learning_rate=0.05, subsample=1.0,
+                                      random_state=0)
+
+
+def fit_rows(cases, examples, idx):
+    X = np.vstack([cases[i].X for i in idx if len(cases[i].X)])
+    y = np.concatenate([cases[i].labels for i in idx if len(cases[i].X)])
+    return X, y
+
+
+def oof_logits(kind, param, cases, examples, fold, n_folds):
+    """Out-of-fold sentence logits for every example (answerable rows train each fold)."""
+    out = [None] * len(examples)
+    for k in range(n_folds):
+        train = [i for i in range(len(examples)) if fold[i] != k and not examples[i].unanswerable]
+        X, y = fit_rows(cases, examples, train)
+        model = make_scorer(kind, param).fit(X, y)
+        for i in range(len(examples)):
+            if fold[i] == k and len(cases[i].X):
+                out[i] = (model.decision_function(cases[i].X),
+                          [model.decision_function(P) for P in cases[i].part_X])
+            elif fold[i] == k:
+                out[i] = (np.zeros(0), [])
+    return out
+
+
+def top1(cases, examples, logits) -> float:
+    """Share of answerable questions (dense mode) whose best-scored sentence holds a key."""
+    hits = [float(cases[i].labels[int(np.argmax(logits[i][0]))]) for i in range(len(examples))
+            if not examples[i].unanswerable and len(cases[i].X) and examples[i].mode == "dense"]
+    return float(np.mean(hits))
+
+
+def export_scorer(scorer, X_probe: np.ndarray) -> dict:
+    """The ``sentence`` entry of the model file for a fitted scorer: a
+    ``make_pipeline(StandardScaler(), LogisticRegression())`` or a binary
+    ``GradientBoostingClassifier`` (its trees' public ``tree_`` arrays; the constant ``init`` is
+    recovered from one probe row as decision value minus the scaled tree sum)."""
+    if hasattr(scorer, "steps"):
+        scaler, lr = scorer.steps[0][1], scorer.steps[-1][1]
+        return {"kind": "logistic", "mean": scaler.mean_.tolist(), "scale": scaler.scale_.tolist(),
+                "coef": lr.coef_[0].tolist(), "intercept": float(lr.intercept_[0])}
+    trees = []
+    for est in scorer.estimators_[:, 0]:
+        t = est.tree_
+        trees.append({"feature": t.feature.tolist(), "threshold": t.threshold.tolist(),
+                      "left": t.children_left.tolist(), "right": t.children_right.tolist(),
+                      "value": t.value[:, 0, 0].tolist()})
+    raw = scorer.decision_function(X_probe[:1])[0]
+    tree_sum = sum(tr.predict(X_probe[:1])[0] for tr in scorer.estimators_[:, 0])
+    return {"kind": "trees", "learning_rate": scorer.learning_rate,
+            "init": float(raw - scorer.learning_rate * tree_sum), "trees": trees}
+
+
+def export_calibrated(model) -> dict:
+    """An answerability entry of the model file for a fitted ``CalibratedClassifierCV(
+    make_pipeline(StandardScaler(), LogisticRegression()), method="sigmoid", ensemble=False)``."""
+    cc = model.calibrated_classifiers_[0]
+    scaler, lr = cc.estimator.steps[0][1], cc.estimator.steps[-1][1]
+    return {"kind": "logistic", "mean": scaler.mean_.tolist(), "scale": scaler.scale_.tolist(),
+            "coef": lr.coef_[0].tolist(), "intercept": float(lr.intercept_[0]),
+            "platt_a": float(cc.calibrators[0].a_), "platt_b": float(cc.calibrators[0].b_)}
+
+
+def answer_text(choices) -> str:
+    return "".join(display_text(c.span.text) for c in choices)
+
+
+def key_hit(text: str, keys) -> bool:
+    t = norm_ws(text)
+    return all(norm_ws(k) in t for k in keys)
+
+
+def params_of(combo) -> dict:
+    p = dict(zip(COMPOSE_GRID, combo))
+    full, window = p.pop("factoid_window")
+    p["factoid_full_chars"], p["factoid_window_chars"] = full, window
+    return p
+
+
+def compose_all(answerer, cases_by_weight, examples, logits, params):
+    cases = cases_by_weight[params["part_other_weight"]]
+    out = []
+    for i, ex in enumerate(examples):
+        if not len(cases[i].prep):
+            out.append([])
+            continue
+        whole, parts = logits[params["part_other_weight"]][i]
+        out.append(answerer.compose(cases[i], whole, parts, params))
+    return out
+
+
+def summarise(examples, answered, texts, idx=None) -> dict:
+    """Per-type figures like rag eval: key recall over answerable questions, abstention and false
+    abstention, median answer length (answered questions)."""
+    idx = range(len(examples)) if idx is None else idx
+    by_type = defaultdict(list)
+    for i in idx:
+        by_type[examples[i].qtype].append(i)
+        by_type["all"].append(i)
+    out = {}
+    for t, ids in sorted(by_type.items()):
+        ans = [i for i in ids if not examples[i].unanswerable]
+        una = [i for i in ids if examples[i].unanswerable]
+        lens = [len(texts[i]) for i in ids if answered[i]]
+        out[t] = {
+            "n": len(ids),
+            "key_recall": round(float(np.mean([answered[i] and key_hit(texts[i], examples[i].keys) for i in ans])), 3) if ans else None,
+            "false_abstention": round(float(np.mean([not answered[i] for i in ans])), 3) if ans else None,
+            "abstained": round(float(np.mean([not answered[i] for i in una])), 3) if una else None,
+            "median_chars": float(statistics.median(lens)) if lens else None,
+        }
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=Path, default=MODEL_PATH)
+    ap.add_argument("--dry-run", action="store_true")
+    ap.add_argument("--max-median-chars", type=float, default=100.0)
+    ap.add_argument("--max-false-abstention", type=float, default=0.05,
+                    help="cross-validated false-abstention ceiling for the threshold (issue target 6%%)")
+    ap.add_argument("--show", choices=("dev", "train"), default=None)
+    ap.add_argument("--fast", action="store_true",
+                    help="explore: one sentence-scorer candidate per family and a one-point composition grid")
+    args = ap.parse_args(argv)
+
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    import sklearn
+
+    started = time.perf_counter()
+    settings = Settings.from_env()
+    paths = [p for p in TRAIN_FILES if p.exists()]
+    data_sha, per_file = sha256_files(paths)
+    examples, documents, index_meta = collect(paths, settings, settings.home / "cache")
+    archive = InMemoryArchive(documents)
+    # Every question twice: with its query vector, and without (lexical mode: the answerer's
+    # mode when no query vector comes or the embedder is not the one the model was fitted with).
+    examples = examples + [replace(e, mode="lexical", qv=None) for e in examples]
+    dense = np.array([e.mode == "dense" for e in examples])
+    print(f"{int(dense.sum())} questions from {', '.join(p.name for p in paths)} "
+          f"({sum(e.unanswerable for e in examples) // 2} unanswerable); collected in {time.perf_counter() - started:.0f} s")
+
+    weights = COMPOSE_GRID["part_other_weight"]
+    answerer = Answerer(settings.replace(abstain_threshold=0.0), model=_Bootstrap({}))
+    cases_by_weight = {}
+    for w in weights:
+        cases = []
+        for ex in examples:
+            c = answerer.case(ex.question, ex.qv, ex.hits, ex.cands, archive, part_other_weight=w)
+            c.labels = sentence_labels(c, ex.keys) if not ex.unanswerable else np.zeros(len(c.prep), dtype=int)
+            cases.append(c)
+        cases_by_weight[w] = cases
+    base = cases_by_weight[weights[1]]
+    fold = folds_of(examples, N_FOLDS)
+    print(f"features in {time.perf_counter() - started:.0f} s; "
+          f"{sum(len(c.X) for c, e in zip(base, examples) if not e.unanswerable)} candidate rows")
+
+    # 2. sentence scorer
+    results = []
+    families = (("logistic", LOGISTIC_C[1:2]),) if args.fast else (("logistic", LOGISTIC_C), ("trees", TREE_GRID))
+    for kind, grid in families:
+        for param in grid:
+            logits = oof_logits(kind, param, base, examples, fold, N_FOLDS)
+            acc = top1(base, examples, logits)
+            results.append((kind, param, acc))
+            print(f"  sentence scorer {kind} {param}: CV top-1 {acc:.3f}")
+    best_acc = max(r[2] for r in results)
+    # Ties within one question's worth of accuracy go to the simpler model (logistic first).
+    n_ans = sum(not e.unanswerable for e in examples) // 2
+    kind, param, acc = next(r for r in results if r[2] >= best_acc - 1.0 / n_ans)
+    print(f"chosen sentence scorer: {kind} {param} (CV top-1 {acc:.3f})")
+
+    # 3. out-of-fold logits for every part weight
+    oof = {w: oof_logits(kind, param, cases_by_weight[w], examples, fold, N_FOLDS)
+           for w in (weights[1:2] if args.fast else weights)}
+
+    # 4. composition grid
+    best = None
+    grid = [tuple(v[len(v) // 2] for v in COMPOSE_GRID.values())] if args.fast else \
+        itertools.product(*COMPOSE_GRID.values())
+    for combo in grid:
+        params = params_of(combo)
+        choices = compose_all(answerer, cases_by_weight, examples, oof, params)
+        texts = [answer_text(c) for c in choices]
+        answered = [bool(c) for c in choices]
+        s = summarise(examples, answered, texts, np.where(dense)[0])["all"]
+        ok = s["median_chars"] is not None and s["median_chars"] <= args.max_median_chars
+        key = (ok, s["key_recall"], -s["median_chars"])
+        if best is None or key > best[0]:
+            best = (key, params, s)
+    _, compose_params, s = best
+    print(f"composition: {compose_params} -> CV key recall {s['key_recall']} median {s['median_chars']} chars")
+
+    # 5. answerability
+    w = compose_params["part_other_weight"]
+    cases = cases_by_weight[w]
+    choices = compose_all(answerer, cases_by_weight, examples, oof, compose_params)
+    texts = [answer_text(c) for c in choices]
+    F = np.vstack([answer_features(cases[i].question, cases[i].prep, cases[i].X, oof[w][i][0],
+                                   [c.index for c in choices[i]]) if choices[i]
+                   else np.zeros(len(ANSWER_FEATURES)) for i in range(len(examples))])
+    answerable = np.array([not e.unanswerable for e in examples])
+    right = np.array([int((not e.unanswerable) and bool(choices[i]) and key_hit(texts[i], e.keys))
+                      for i, e in enumerate(examples)])
+    has = np.array([bool(c) for c in choices])
+
+    def calibrated(C):
+        base_lr = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=5000))
+        return CalibratedClassifierCV(base_lr, method="sigmoid", cv=N_FOLDS, ensemble=False)
+
+    def fit_calibrated(y, rows, name):
+        """C by grouped-CV log-loss over ``rows``; returns (C, loss, out-of-fold P for every
+        example with choices)."""
+        best_c = None
+        for C in ANSWER_C:
+            p = np.zeros(len(examples))
+            for k in range(N_FOLDS):
+                tr = np.where(rows & (fold != k))[0]
+                te = np.where(has & (fold == k))[0]
+                p[te] = calibrated(C).fit(F[tr], y[tr]).predict_proba(F[te])[:, 1]
+            loss = log_loss(y[rows], np.clip(p[rows], 1e-6, 1 - 1e-6))
+            print(f"  {name} C={C}: CV log-loss {loss:.4f}")
+            if best_c is None or loss < best_c[1] - 1e-9:
+                best_c = (C, loss, p)
+        return best_c
+
+    # Per mode (dense / lexical): P(answerable) over every question with an answer draft,
+    # P(right | answerable) over the answerable ones, and the threshold.
+    heads, p_answerable, conf = {}, np.zeros(len(examples)), np.zeros(len(examples))
+    thresholds = np.zeros(len(examples))
+    for mode, in_mode in (("dense", dense), ("lexical", ~dense)):
+        C, loss, p_a = fit_calibrated(answerable.astype(int), has & in_mode, f"{mode} answerability")
+        C_right, loss_right, p_r = fit_calibrated(right, has & answerable & in_mode, f"{mode} correctness")
+        threshold = 0.0
+        for t in sorted(set(np.round(p_a[in_mode], 4)) | {0.0}):
+            fa = float(np.sum((p_a < t) & answerable & in_mode) / np.sum(answerable & in_mode))
+            if fa <= args.max_false_abstention:
+                threshold = float(t)
+        print(f"{mode}: answerability C={C} (CV log-loss {loss:.4f}), correctness C={C_right} "
+              f"(CV log-loss {loss_right:.4f}); threshold {threshold:.4f} "
+              f"(CV false abstention <= {args.max_false_abstention})")
+        heads[mode] = {"C": C, "C_right": C_right, "loss": loss, "loss_right": loss_right, "threshold": threshold}
+        p_answerable[in_mode] = p_a[in_mode]
+        conf[in_mode] = (p_a * p_r)[in_mode]
+        thresholds[in_mode] = threshold
+    cal = [(lo, hi, conf[has & dense & (conf >= lo) & (conf < hi)]) for lo, hi in ((0, .2), (.2, .4), (.4, .6), (.6, .8), (.8, 1.01))]
+    print("confidence calibration (CV, dense): " + "; ".join(
+        f"[{lo:.1f},{min(hi, 1):.1f}) n={len(v)} mean={v.mean():.2f} "
+        f"right={right[has & dense & (conf >= lo) & (conf < hi)].mean():.2f}"
+        for lo, hi, v in cal if len(v)))
+    # As Answerer.draft: no topic word, or none the archive knows, abstains whatever the model says.
+    knows = [bool(cases[i].question.weights) and cases[i].question.unknown_share < 1.0 for i in range(len(examples))]
+    answered = [bool(choices[i]) and knows[i] and p_answerable[i] >= thresholds[i] for i in range(len(examples))]
+    figures = {split: summarise(examples, answered, texts, [i for i, e in enumerate(examples)
+                                                            if e.split == split and e.mode == "dense"])
+               for split in sorted({e.split for e in examples})}
+    figures["train+dev"] = summarise(examples, answered, texts, np.where(dense)[0])
+    figures["train+dev, lexical mode"] = summarise(examples, answered, texts, np.where(~dense)[0])
+    for split, by_type in figures.items():
+        print(f"\nCV figures, {split}:")
+        for t, row in by_type.items():
+            print(f"  {t:<14} {row}")
+    if args.show:
+        for i, e in enumerate(examples):
+            if e.split != args.show or e.mode != "dense":
+                continue
+            ok = (not e.unanswerable and answered[i] and key_hit(texts[i], e.keys)) or (e.unanswerable and not answered[i])
+            print(f"\n{'ok  ' if ok else 'FAIL'} {e.qid} [{e.qtype}] answerable={p_answerable[i]:.3f} "
+                  f"conf={conf[i]:.3f} {e.question} keys={list(e.keys)}")
+            print("     " + (texts[i] if answered[i] else "(abstained) " + texts[i]).replace("\n", " "))
+            if not ok:
+                print("     " + " ".join(f"{n}={v:.2f}" for n, v in zip(ANSWER_FEATURES, F[i])))
+
+    # 6. final fit on everything and export
+    train_rows = [i for i, e in enumerate(examples) if not e.unanswerable]
+    Xs, ys = fit_rows(cases, examples, train_rows)
+    scorer = make_scorer(kind, param).fit(Xs, ys)
+    sentence = export_scorer(scorer, Xs[:1])
+    sentence["C" if kind == "logistic" else "grid"] = param
+
+    def export(model, C, name):
+        out = export_calibrated(model)
+        print(f"{name} coefficients (standardised): " + ", ".join(
+            f"{n} {c:+.2f}" for n, c in sorted(zip(ANSWER_FEATURES, out["coef"]), key=lambda t: -abs(t[1]))))
+        return {**out, "C": C}
+
+    finals, model_heads = {}, {}
+    for mode, in_mode in (("dense", dense), ("lexical", ~dense)):
+        h = heads[mode]
+        final = calibrated(h["C"]).fit(F[has & in_mode], answerable[has & in_mode].astype(int))
+        final_right = calibrated(h["C_right"]).fit(F[has & answerable & in_mode], right[has & answerable & in_mode])
+        finals[mode] = (final, final_right)
+        model_heads[mode] = {"answerability": export(final, h["C"], f"{mode} answerability"),
+                             "correctness": export(final_right, h["C_right"], f"{mode} correctness"),
+                             "threshold": round(h["threshold"], 6)}
+    model = {
+        "format": FORMAT_VERSION,
+        "features": {"sentence": list(SENTENCE_FEATURES), "answer": list(ANSWER_FEATURES)},
+        "sentence": sentence,
+        "heads": model_heads,
+        "compose": compose_params,
+        "training": {
+            "data_sha256": data_sha, "files": per_file,
+            "questions": int(dense.sum()), "answerable": int((answerable & dense).sum()),
+            "embedding_dim": int(index_meta.get("dim", 0)),
+            "sentence_rows": int(len(ys)), "embedding_model": index_meta.get("model_id"),
+            "index": {k: index_meta.get(k) for k in ("chunk_size", "chunk_overlap", "corpus_hash",
+                                                     "user_dict_hash")},
+            "answer_hits": settings.answer_hits,
+            "scikit_learn": sklearn.__version__,
+            "cv": {"folds": N_FOLDS, "sentence_top1": {f"{k} {p}": round(a, 4) for k, p, a in results},
+                   "log_loss": {m: {"answerability": round(h["loss"], 4), "correctness": round(h["loss_right"], 4)}
+                                for m, h in heads.items()},
+                   "max_false_abstention": args.max_false_abstention,
+                   "figures": figures},
+        },
+    }
+    # The exported model must reproduce scikit-learn's numbers.
+    loaded = AnswerModel.from_dict(model)
+    assert np.allclose(loaded.sentence_logits(Xs[:50]), scorer.decision_function(Xs[:50]), atol=1e-6)
+    for mode, (final, final_right) in finals.items():
+        row = F[has][:1]
+        assert abs(loaded.answerable(row[0], mode) - final.predict_proba(row)[0, 1]) < 1e-6
+        assert abs(loaded.confidence(row[0], mode) - final.predict_proba(row)[0, 1]
+                   * final_right.predict_proba(row)[0, 1]) < 1e-6
+    if args.dry_run:
+        print("\n--dry-run: nothing written")
+    else:
+        args.out.write_text(json.dumps(model, ensure_ascii=False, indent=None, separators=(",", ":")) + "\n",
+                            encoding="utf-8")
+        print(f"\nwrote {args.out} ({args.out.stat().st_size // 1024} KiB) in {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
