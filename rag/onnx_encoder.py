@@ -392,6 +392,7 @@ class OnnxEncoder:
         max_seq_length: Truncation length in tokens, special tokens included.
         threads: Intra-op threads of the session (used by every ``run``).
         batch_tokens: Padded-token budget of one inference batch (see :data:`DEFAULT_BATCH_TOKENS`).
+        spinning: Let idle intra-op threads busy-wait (see :func:`make_session`; off by default).
 
     Raises:
         ModelUnavailableError: onnxruntime missing.
@@ -399,7 +400,7 @@ class OnnxEncoder:
     """
 
     def __init__(self, onnx_path: str | Path, tokenizer_file: str | Path, max_seq_length: int = 512,
-                 threads: int = 1, batch_tokens: int = DEFAULT_BATCH_TOKENS):
+                 threads: int = 1, batch_tokens: int = DEFAULT_BATCH_TOKENS, spinning: bool = False):
         from tokenizers import Tokenizer
 
         self.onnx_path = Path(onnx_path)
@@ -415,7 +416,7 @@ class OnnxEncoder:
         pad_id = tokenizer.token_to_id(_pad_token(Path(tokenizer_file).parent) or "<pad>")
         self.pad_id = int(pad_id) if pad_id is not None else 0
         self.tokenizer = tokenizer
-        self.session = make_session(self.onnx_path, self.threads)
+        self.session = make_session(self.onnx_path, self.threads, spinning=spinning)
         self.dim = int(self.session.get_outputs()[0].shape[-1])
 
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
