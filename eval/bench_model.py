@@ -16,10 +16,13 @@ shared 2-core machine is noisy). Measures:
 * parity with torch on those texts: cosine min/mean, top-10 neighbour overlap among the
   passages, and top-10 chunk overlap for the gold questions (``eval/gold.jsonl``);
 * optionally (``--export``) the one-off export times, into a temporary folder;
-* optionally (``--batch-tokens 512,1024,...``) ONNX throughput per padded-token budget.
+* optionally (``--batch-tokens 512,1024,...``) ONNX throughput per padded-token budget;
+* optionally (``--pipeline eval/heldout.jsonl``) warm ``rag ask`` latency (``timings_ms`` embed and
+  total) with torch and with ONNX, interleaved question by question.
 
 Usage: ``.venv/bin/python eval/bench_model.py [--json] [--queries 60] [--no-busy] [--export]
-[--repeat 2] [--build-only] [--skip-build] [--batch-tokens 128,256,512] [--skip-int8]`` (uses ``RAG_HOME``; the first run converts and
+[--repeat 2] [--build-only] [--skip-build] [--batch-tokens 128,256,512] [--skip-int8]
+[--pipeline eval/heldout.jsonl]`` (uses ``RAG_HOME``; the first run converts and
 exports there).
 """
 
@@ -218,6 +221,29 @@ def bench_export(skip_int8: bool) -> dict:
     return out
 
 
+def bench_pipeline(gold: Path) -> dict:
+    """Warm ``Pipeline.ask`` on each backend over ``gold``'s questions, interleaved question by
+    question; ``timings_ms`` embed and total p50/p95. Both pipelines answer from one index (the
+    torch and ONNX fp32 vectors agree to cosine 1.000000)."""
+    from rag.gold import load_gold
+    from rag.pipeline import Pipeline
+
+    questions = [q.question for q in load_gold(gold)]
+    pipelines = {b: Pipeline(Settings.from_env(embed_backend=b, embed_precision="fp32"), notify=lambda m: None).warm_up()
+                 for b in ("torch", "onnx")}
+    for p in pipelines.values():
+        for q in questions[:3]:
+            p.ask(q)
+    times: dict = {b: {"embed": [], "total": []} for b in pipelines}
+    for q in questions:
+        for b, p in pipelines.items():
+            t = p.ask(q).timings_ms
+            times[b]["embed"].append(t["embed"])
+            times[b]["total"].append(t["total"])
+    return {b: {stage: {"p50_ms": pct(v, 50), "p95_ms": pct(v, 95)} for stage, v in d.items()}
+            for b, d in times.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -228,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-build", action="store_true", help="skip the index-build throughput runs")
     parser.add_argument("--repeat", type=int, default=1, help="rounds of index-build runs (best is kept)")
     parser.add_argument("--build-only", action="store_true", help="skip load and query latency")
+    parser.add_argument("--pipeline", type=Path, default=None, metavar="GOLD",
+                        help="also time warm Pipeline.ask per backend over this gold file (e.g. eval/heldout.jsonl)")
     parser.add_argument("--batch-tokens", default="", help="comma-separated ONNX batch budgets to compare")
     args = parser.parse_args(argv)
 
@@ -287,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
         results["batch_tokens"] = {budget: {**min(r, key=lambda x: x["seconds"]),
                                             "all_seconds": [x["seconds"] for x in r]}
                                    for budget, r in runs.items()}
+    if args.pipeline:
+        results["pipeline"] = bench_pipeline(args.pipeline)
     results["loadavg_end"] = os.getloadavg()
 
     if args.json:
@@ -330,6 +360,14 @@ def report(results: dict) -> None:
                   f"question min {p['question_cosine_min']:.6f}")
             for key in ("passage_top10", "sentence_top10", "question_chunk_top10"):
                 print(f"      {key:<22} overlap {p[key]['overlap_mean']:.3f}, identical sets {p[key]['identical_sets']:.3f}")
+    if "pipeline" in results:
+        print("\nwarm rag ask (Pipeline.ask timings_ms), interleaved per question: p50 / p95 ms")
+        for b, d in results["pipeline"].items():
+            print(f"  {b:<6} embed {d['embed']['p50_ms']:>6.1f} / {d['embed']['p95_ms']:>6.1f}   "
+                  f"total {d['total']['p50_ms']:>6.1f} / {d['total']['p95_ms']:>6.1f}")
+        t, o = results["pipeline"]["torch"], results["pipeline"]["onnx"]
+        print(f"  torch/onnx p50 ratio: embed {t['embed']['p50_ms'] / o['embed']['p50_ms']:.2f}x, "
+              f"total {t['total']['p50_ms'] / o['total']['p50_ms']:.2f}x")
     if "batch_tokens" in results:
         print("\nONNX batch token budget (index texts, threads=index_threads):")
         for budget, r in results["batch_tokens"].items():

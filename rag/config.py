@@ -59,19 +59,22 @@ class Settings:
         max_question_chars: Longest accepted question, in characters.
         base_url: Prefix of citation links (``RAG_BASE_URL``), e.g. ``http://127.0.0.1:8000``.
         embed_backend: ``"onnx"`` (default: the offline default model exported once to ONNX and
-            run by onnxruntime, ~3x faster per query than torch at cosine parity 1.0000) or
+            run by onnxruntime, 2-3x faster per query than torch at cosine parity 1.0000) or
             ``"torch"`` (sentence-transformers on torch; the fallback, and what any model other
             than the offline default always uses). See README, "The embedding model".
         embed_precision: ``"fp32"`` (default) or ``"int8"`` (ONNX only: dynamic int8
             quantisation, faster but it changes retrieval; its ``rag eval`` delta is in the
             README). Ignored by the torch backend.
-        onnx_threads: onnxruntime intra-op threads per question embedding; 1 because on the
-            shared 2-core target a second thread waits for a busy core (README, "Threads").
+        onnx_threads: onnxruntime intra-op threads per question embedding. 1: a second thread
+            saved 4 ms with the other core idle and nothing at p50 with it busy, and the server
+            runs a worker per core (README, "Threads"; eval/bench_model.py).
         torch_threads: ``torch.set_num_threads`` value for the torch backend; 1 measured fastest
             for single queries on the 2-core target machine (see README, "Threads").
         index_threads: threads while embedding the corpus for an index, a batch job with no
-            question waiting: torch threads for the torch backend (2 measured 1.8x faster than
-            1), concurrent onnxruntime batches for the ONNX backend (README, "Threads").
+            question waiting: concurrent onnxruntime batches on one session for the ONNX backend
+            (2 measured 1.3-1.9x faster than 1), torch threads for the torch backend (2 measured
+            1.8x faster than 1 on a quiet machine, but 2x slower on a busy one: set 1 there).
+            See README, "Threads".
         abstain_threshold: Minimum answer confidence in [0, 1]; below it the bot abstains (0.42:
             calibrated on eval/gold.jsonl with eval/calibrate_answerer.py, see rag/answerer.py).
         answer_max_sentences: Most sentences in a list/summary answer.

@@ -30,6 +30,7 @@ padding to the longest text of each batch (never to 512).
 from __future__ import annotations
 
 import fcntl
+import gc
 import hashlib
 import json
 import logging
@@ -54,10 +55,10 @@ OPSET = 17
 #: Minimum cosine between the fresh export and the torch model on the check batch; fp32 exports
 #: measured 1.000000 (see README, "The embedding model"), so anything lower is a broken export.
 EXPORT_PARITY_MIN = 0.9999
-#: Padded-token budget of one inference batch (rows x longest row). Measured on the archive's
-#: chunks and sentences with eval/bench_model.py: onnxruntime's CPU attention slows down on large
-#: batches of long rows (batch 32 of ~220-token chunks ran 2x slower per text than batch 1),
-#: while short sentences gain from batching; see README, "Threads".
+#: Padded-token budget of one inference batch (rows x longest row): a chunk runs alone, short
+#: sentences share a batch. onnxruntime's CPU attention gets slower per text on big batches of
+#: long rows (32 ~220-token chunks: 2x slower per text than one at a time); 128, 256 and 1024
+#: measured the same within noise on the index's texts (eval/bench_model.py --batch-tokens).
 DEFAULT_BATCH_TOKENS = 256
 
 _VERSIONED_PACKAGES = ("torch", "transformers", "onnx", "onnxruntime")
@@ -303,6 +304,8 @@ def _export_fp32(model_dir: Path, out: Path) -> None:
                                   "attention_mask": {0: "batch", 1: "sequence"},
                                   "sentence_embedding": {0: "batch"}},
                     do_constant_folding=True, external_data=False)
+        del wrapper, bert  # free the torch weights (~0.5 GB) before the optimizer loads the graph
+        gc.collect()
         # opt_level=0: only the transformer fusions are written; onnxruntime applies its generic
         # graph optimisations at session load, so the file stays portable across CPUs.
         fused = optimize_model(str(raw), model_type="bert", num_heads=int(config.num_attention_heads),
@@ -314,7 +317,6 @@ def _export_fp32(model_dir: Path, out: Path) -> None:
         raise _export_error("export", err) from err
     finally:
         raw.unlink(missing_ok=True)
-        del wrapper, bert
     got = _run_check(out, ids.numpy(), mask.numpy())
     cosine = float(np.min(np.sum(got * expected, axis=1)))
     if not cosine >= EXPORT_PARITY_MIN:
@@ -354,9 +356,9 @@ def make_session(path: str | Path, threads: int = 1, *, spinning: bool = False):
     Args:
         path: The ``.onnx`` file.
         threads: ``intra_op_num_threads`` (threads one ``run`` may use).
-        spinning: Let idle intra-op threads busy-wait for work. Off: on the shared 2-core target
-            a spinning thread burns the core another process (or request) needs; measured in
-            eval/bench_model.py (README, "Threads").
+        spinning: Let idle intra-op threads busy-wait for work. Off: it won on an idle machine
+            but was 1.5-2x slower once the other core had work, which is the shared 2-core
+            target's normal state (eval/bench_model.py; README, "Threads").
 
     Options: ``inter_op_num_threads=1`` and sequential execution (a BERT graph is one chain of
     ops; there is nothing to run in parallel between ops), all graph optimisations.
