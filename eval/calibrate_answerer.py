@@ -60,7 +60,7 @@ def collect(gold, top_k: int, cache: Path | None):
         hits = pipeline.retrieve(q.question, top_k=top_k, query_vector=qv)
         evidence = hits[:answer_hits]
         inputs.append((qv, hits, evidence, pipeline.candidates(evidence)))
-    documents = dict(pipeline.index.documents)
+    documents = {info.doc_id: pipeline.document(info.doc_id) for info in pipeline.documents()}
     if cache is not None:
         with open(cache, "wb") as fh:
             pickle.dump({"format": 3, "questions": [q.question for q in gold], "top_k": top_k,

@@ -50,8 +50,8 @@ def run_gold(pipeline, gold: Sequence[GoldQuestion], mode: str = "hybrid", top_k
 
 
 def score(pipeline, gold: Sequence[GoldQuestion], records: list[dict]) -> dict:
-    """:func:`rag.metrics.score_records` with the corpus texts for citation validity."""
-    raw = {doc_id: doc.text for doc_id, doc in pipeline.index.documents.items()}
+    """:func:`rag.metrics.score_records` with the stored texts for citation validity."""
+    raw = {info.doc_id: pipeline.document(info.doc_id).text for info in pipeline.documents()}
     return score_records(list(gold), records, raw_texts=raw)
 
 
