@@ -45,6 +45,7 @@ from rag.errors import BadQuestionError, RagError
 from rag.text import line_of
 from rag.types import Answer
 
+from .documents import router as documents_router
 from .schemas import MAX_TOP_K, AskRequest, ChatCompletionRequest, ChatMessage, Mode
 
 #: Largest accepted request body in bytes (checked on Content-Length and on the bytes read).
@@ -116,15 +117,18 @@ class BodyLimitMiddleware:
     uploads without a Content-Length are bounded too.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES):
+    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES,
+                 path_limits: dict[str, int] | None = None):
         self.app = app
         self.max_bytes = max_bytes
+        self.path_limits = path_limits or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        too_big = error_response(413, f"the request body exceeds {self.max_bytes} bytes",
+        max_bytes = self.path_limits.get(scope.get("path", ""), self.max_bytes)
+        too_big = error_response(413, f"the request body exceeds {max_bytes} bytes",
                                  code="body_too_large")
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
@@ -133,7 +137,7 @@ class BodyLimitMiddleware:
                 except ValueError:
                     await error_response(400, "invalid Content-Length")(scope, receive, send)
                     return
-                if declared > self.max_bytes:
+                if declared > max_bytes:
                     await too_big(scope, receive, send)
                     return
         chunks: list[bytes] = []
@@ -144,7 +148,7 @@ class BodyLimitMiddleware:
                 return
             body = message.get("body", b"")
             size += len(body)
-            if size > self.max_bytes:
+            if size > max_bytes:
                 await too_big(scope, receive, send)
                 return
             chunks.append(body)
@@ -309,12 +313,15 @@ def create_app(settings: Settings | None = None, pipeline=None, cors_origins: Se
     app.state.pipeline = pipeline
     app.state.settings = settings
     _install_error_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)
+    # Uploads get their own limit (plus room for the multipart envelope).
+    app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES,
+                       path_limits={"/api/documents": settings.max_upload_bytes + 64 * 1024})
+    app.include_router(documents_router)
     if cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
         app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins),
-                           allow_methods=["GET", "POST", "OPTIONS"], allow_headers=["*"])
+                           allow_methods=["GET", "POST", "DELETE", "OPTIONS"], allow_headers=["*"])
 
     async def run(request: Request, fn: Callable[..., Any], *args: Any) -> Any:
         """Run blocking pipeline work in a worker thread (never on the event loop)."""
@@ -378,14 +385,14 @@ def create_app(settings: Settings | None = None, pipeline=None, cors_origins: Se
         hits = await run(request, pipeline.retrieve, question, top_k, mode)
         return {"question": question, "hits": [h.to_dict() for h in hits]}
 
-    @app.get("/api/sources/{doc_id}", tags=["sources"])
+    @app.get("/api/sources/{doc_id:path}", tags=["sources"])
     async def api_source(doc_id: str, request: Request) -> dict:
         """``{doc_id, title, date, text, chars}`` of one corpus document (404 when unknown)."""
         doc = await run(request, pipeline.document, doc_id)
         return {"doc_id": doc.doc_id, "title": doc.title, "date": doc.date, "text": doc.text,
                 "chars": len(doc.text)}
 
-    @app.get("/sources/{doc_id}", response_class=HTMLResponse, tags=["sources"])
+    @app.get("/sources/{doc_id:path}", response_class=HTMLResponse, tags=["sources"])
     async def source_page(doc_id: str, request: Request, start: int | None = Query(None),
                           end: int | None = Query(None)) -> HTMLResponse:
         """HTML view of a document; ``start``/``end`` (code points, half-open) highlight a span."""
