@@ -125,8 +125,14 @@ def decode_text(data: bytes, name: str = "") -> tuple[str, str]:
         utf8_error = err
     from charset_normalizer import from_bytes
 
-    best = from_bytes(data).best()
-    encoding = None if best is None else best.encoding.lower()
+    # Short texts decode without "chaos" in several CJK encodings; among the least chaotic
+    # candidates the archive's own family (GB2312/GBK/GB18030, mainland simplified Chinese) wins.
+    matches = list(from_bytes(data))
+    encoding = None
+    if matches:
+        least = min(m.chaos for m in matches)
+        tied = [m.encoding.lower() for m in matches if m.chaos <= least + 0.01]
+        encoding = next((e for e in tied if e in _GB_FAMILY), tied[0])
     if encoding in _GB_FAMILY:
         encoding = "gb18030"
     if encoding is not None:

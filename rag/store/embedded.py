@@ -53,6 +53,8 @@ CACHE_FORMAT = 1
 SAVE_AFTER_CHUNKS = 2_000
 #: Documents whose stored text stays in memory (the answerer reads a few per question).
 DOCUMENT_CACHE = 256
+#: chunk_id -> key pairs remembered from searches (cleared on any change; ~100 per question).
+KEY_CACHE = 100_000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -108,11 +110,22 @@ def _f16(vectors: np.ndarray) -> list[bytes]:
     return [row.tobytes() for row in np.asarray(vectors, dtype=np.float16)]
 
 
-def _vector(blob: bytes, crc: int, what: str) -> np.ndarray:
+def _check(blob: bytes, crc: int, what: str) -> None:
     if zlib.crc32(blob) != crc:
         raise CorruptIndexError(f"the stored vector of {what} fails its checksum",
                                 hint="re-add the document (`rag add --replace PATH`) or run `rag index --rebuild`")
+
+
+def _vector(blob: bytes, crc: int, what: str) -> np.ndarray:
+    _check(blob, crc, what)
     return np.frombuffer(blob, dtype=np.float16).astype(np.float32)
+
+
+def _decode(blobs: list[bytes], dim: int) -> np.ndarray:
+    """float32 (len(blobs), dim) from float16 vector blobs, in one conversion."""
+    if not blobs:
+        return np.zeros((0, dim), dtype=np.float32)
+    return np.frombuffer(b"".join(blobs), dtype=np.float16).reshape(len(blobs), dim).astype(np.float32)
 
 
 def _pack_terms(ids: Sequence[int], counts: Sequence[int]) -> bytes:
@@ -167,6 +180,7 @@ class EmbeddedStore:
         self._snapshots = SnapshotDir(self.directory / "cache")
         self._docs: OrderedDict[str, Document | None] = OrderedDict()
         self._term_ids: dict[str, int] = {}
+        self._keys: dict[str, int] = {}
         self._dense: DenseIndex | None = None
         self._lexical: LexicalIndex | None = None
         self._cache_generation = 0
@@ -272,6 +286,7 @@ class EmbeddedStore:
         with self._lock:
             self._generation = generation
             self._docs.clear()
+            self._keys.clear()
             self.meta = self._read_meta()
             if self._dense is not None:
                 self._replay()
@@ -464,14 +479,15 @@ class EmbeddedStore:
 
     def _chunk_rows(self, chunk_ids: Sequence[str]) -> dict[int, tuple[str, int]]:
         """chunk key -> (doc_id, ordinal) for the known ``doc_id#ordinal`` ids."""
+        out: dict[int, tuple[str, int]] = {}
         wanted: dict[str, list[int]] = {}
         for chunk_id in chunk_ids:
+            key = self._keys.get(chunk_id)
             doc_id, _, ordinal = chunk_id.rpartition("#")
-            if doc_id and ordinal.isdigit():
+            if key is not None:
+                out[key] = (doc_id, int(ordinal))
+            elif doc_id and ordinal.isdigit():
                 wanted.setdefault(doc_id, []).append(int(ordinal))
-        out: dict[int, tuple[str, int]] = {}
-        if not wanted:
-            return out
         names = list(wanted)
         for start in range(0, len(names), 900):
             part = names[start:start + 900]
@@ -488,7 +504,12 @@ class EmbeddedStore:
         rows = self._conn().execute(
             f"SELECT c.id, d.doc_id, c.ordinal FROM chunks c JOIN documents d ON d.id = c.doc "
             f"WHERE c.id IN ({','.join('?' * len(keys))})", list(keys))
-        return {key: f"{doc_id}#{ordinal}" for key, doc_id, ordinal in rows}
+        out = {key: f"{doc_id}#{ordinal}" for key, doc_id, ordinal in rows}
+        with self._lock:
+            if len(self._keys) > KEY_CACHE:
+                self._keys.clear()
+            self._keys.update((chunk_id, key) for key, chunk_id in out.items())
+        return out
 
     def fetch_chunks(self, chunk_ids: Sequence[str], with_sentences: bool = False) -> dict[str, StoredChunk]:
         keys = self._chunk_rows(chunk_ids)
@@ -542,20 +563,26 @@ class EmbeddedStore:
             f"SELECT c.id, c.vector, c.vector_crc, c.sentence_lo, c.sentence_hi, d.sentence_lo "
             f"FROM chunks c JOIN documents d ON d.id = c.doc WHERE c.id IN ({','.join('?' * len(keys))})",
             list(keys)).fetchall()
-        wanted = [base + k for r in rows for base in (r[5],) for k in range(r[3], r[4])]
-        blobs: dict[int, np.ndarray] = {}
+        wanted = sorted({base + k for r in rows for base in (r[5],) for k in range(r[3], r[4])})
+        position: dict[int, int] = {}
+        blobs: list[bytes] = []
         for start in range(0, len(wanted), 900):
             part = wanted[start:start + 900]
             for sid, blob, crc in conn.execute(
                     f"SELECT id, vector, vector_crc FROM sentences WHERE id IN ({','.join('?' * len(part))})", part):
-                blobs[sid] = _vector(blob, crc, "a sentence")
+                _check(blob, crc, "a sentence")
+                position[sid] = len(blobs)
+                blobs.append(blob)
+        for key, blob, crc, *_ in rows:
+            _check(blob, crc, f"chunk key {key}")
         dim = int(self.meta.get("dim", 0) or 0)
+        sentence_matrix = _decode(blobs, dim)
+        chunk_matrix = _decode([r[1] for r in rows], dim)
         out = {}
-        for key, blob, crc, s_lo, s_hi, base in rows:
+        for i, (key, _, _, s_lo, s_hi, base) in enumerate(rows):
             doc_id, ordinal = keys[key]
-            members = [blobs[s] for s in range(base + s_lo, base + s_hi) if s in blobs]
-            out[f"{doc_id}#{ordinal}"] = (_vector(blob, crc, f"chunk {doc_id}#{ordinal}"),
-                                          np.stack(members) if members else np.zeros((0, dim), np.float32))
+            members = [position[s] for s in range(base + s_lo, base + s_hi) if s in position]
+            out[f"{doc_id}#{ordinal}"] = (chunk_matrix[i], sentence_matrix[members])
         return out
 
     # --- search caches ------------------------------------------------------------------------
