@@ -90,17 +90,20 @@ class Retriever:
         if weight <= 0 or not pool:
             return dict(pool[:top_k])
         vectors = self.store.vectors([chunk_id for chunk_id, _ in pool])
-        scored = []
-        for rank, (chunk_id, ann_score) in enumerate(pool):
-            if chunk_id not in vectors:
-                continue
-            chunk_vector, sentence_vectors = vectors[chunk_id]
-            score = float(chunk_vector @ query)
-            if len(sentence_vectors):
-                score = (1 - weight) * score + weight * float(np.max(sentence_vectors @ query))
-            scored.append((score, rank, chunk_id))
-        scored.sort(key=lambda t: (-t[0], t[1]))
-        return {chunk_id: score for score, _, chunk_id in scored[:top_k]}
+        ids = [chunk_id for chunk_id, _ in pool if chunk_id in vectors]
+        if not ids:
+            return {}
+        chunk_cos = np.stack([vectors[c][0] for c in ids]) @ query
+        counts = np.array([len(vectors[c][1]) for c in ids])
+        scores = chunk_cos.astype(np.float64)
+        if counts.sum():
+            sentence_cos = np.concatenate([vectors[c][1] for c in ids]) @ query
+            has = counts > 0
+            starts = np.concatenate([[0], np.cumsum(counts)[:-1]])[has]
+            best = np.maximum.reduceat(sentence_cos, starts)
+            scores[has] = (1 - weight) * chunk_cos[has] + weight * best
+        order = sorted(range(len(ids)), key=lambda i: (-scores[i], i))[:top_k]
+        return {ids[i]: float(scores[i]) for i in order}
 
     def lexical_scores(self, question: str, top_k: int) -> dict[str, float]:
         """``chunk_id -> BM25 score > 0`` for the ``top_k`` best chunks."""
