@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-__all__ = ["RADICAL_SUPPLEMENT", "fold_cjk_variants", "rejoin_wrapped_lines"]
+__all__ = ["RADICAL_SUPPLEMENT", "FOLD_TABLE", "fold_cjk_variants", "rejoin_wrapped_lines"]
 
 #: CJK Radicals Supplement code point -> equivalent unified ideograph (EquivalentUnifiedIdeograph.txt,
 #: Unicode 15.1; entries whose equivalent lies outside the BMP or is disputed are left out and stay
@@ -59,7 +59,8 @@ def _build_table() -> dict[int, str]:
     return table
 
 
-_FOLD = _build_table()
+#: code point -> replacement, for ``str.translate`` (one code point for one).
+FOLD_TABLE: dict[int, str] = _build_table()
 _NEEDS_FOLD = re.compile("[\u2E80-\u2EFF\u2F00-\u2FDF\uF900-\uFAFF]")
 
 
@@ -74,7 +75,7 @@ def fold_cjk_variants(text: str) -> str:
     """
     if not _NEEDS_FOLD.search(text):
         return text
-    return text.translate(_FOLD)
+    return text.translate(FOLD_TABLE)
 
 
 _SENTENCE_END = "。！？!?…；;：:"

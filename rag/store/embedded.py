@@ -401,6 +401,7 @@ class EmbeddedStore:
             except BaseException:
                 self._term_ids = {}  # ids inserted by the rolled-back transaction do not exist
                 raise
+        self.refresh()
         test_hook("committed")
 
     def _add_units(self, conn: sqlite3.Connection, delta: int) -> None:
@@ -426,6 +427,7 @@ class EmbeddedStore:
         with self._writer.held(), self._transaction() as conn:
             removed = self._delete_locked(conn, doc_id)
             test_hook("delete")
+        self.refresh()
         return removed
 
     def touch(self, doc_id: str, size: int, mtime_ns: int) -> None:
