@@ -205,7 +205,7 @@ def cmd_docs(args: argparse.Namespace) -> int:
     from .pipeline import Pipeline
 
     pipeline = Pipeline(_settings(args), auto_index=False)
-    if args.doc_id:
+    if args.doc_id is not None:
         doc = pipeline.document(args.doc_id)
         info = pipeline.document_info(args.doc_id).to_dict()
         if args.json:
