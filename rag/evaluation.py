@@ -123,9 +123,9 @@ def default_variants(settings: Settings) -> list[Variant]:
 
 def run_ablation(settings: Settings, gold: Sequence[GoldQuestion], variants: Iterable[Variant],
                  embedder=None, notify=None) -> list[tuple[Variant, dict]]:
-    """Score every variant on ``gold``; one index per chunk setting (built once, cached under
-    ``home/indexes/ablation-*`` for non-default chunking), one embedder and one query vector per
-    question for the whole run."""
+    """Score every variant on ``gold``; one store per chunk setting (built once, kept next to the
+    default store as ``<store>-ablation-*`` for non-default chunking), one embedder and one query
+    vector per question for the whole run."""
     from .pipeline import Pipeline
 
     pipelines: dict[tuple[int, int, int], Pipeline] = {}

@@ -46,7 +46,7 @@ def test_caches_are_saved_and_reused_and_replayed(tmp_path):
     assert fresh.lexical_search(["鹿苑"], 1)[0][0] == "late#0"
 
 
-@pytest.mark.parametrize("damage", ["empty", "garbage", "truncate", "manifest"])
+@pytest.mark.parametrize("damage", ["empty", "garbage", "postings", "truncate", "manifest"])
 def test_a_damaged_cache_is_detected_and_rebuilt_never_used(tmp_path, damage):
     """Defects: an empty .npy gave an EOFError traceback; garbage in the middle of a binary
     index file silently changed answers."""
@@ -58,21 +58,29 @@ def test_a_damaged_cache_is_detected_and_rebuilt_never_used(tmp_path, damage):
     query = EMBEDDER.embed_queries(["梅花鹿存栏量"])[0]
     expected = (store.dense_search(query, 5), store.lexical_search(["梅花鹿"], 5))
     snap = next((tmp_path / "s" / "cache").glob("snap-*"))
-    target = snap / "lex_tf.npy" if damage != "garbage" else snap / "dense.npy"
-    data = bytearray(target.read_bytes())
     if damage == "empty":
-        target.write_bytes(b"")
+        (snap / "lex_tf.npy").write_bytes(b"")
     elif damage == "garbage":
+        target = snap / "dense.faiss"
+        data = bytearray(target.read_bytes())
         middle = len(data) // 2
         data[middle:middle + 64] = b"\x7f" * 64
         target.write_bytes(bytes(data))
+    elif damage == "postings":  # the lazily checked postings of the very term the query uses
+        term = store._conn().execute("SELECT id FROM terms WHERE term = '梅花鹿'").fetchone()[0]
+        indptr = np.load(snap / "lex_indptr.npy")
+        slots = np.load(snap / "lex_slots.npy", mmap_mode="r+")
+        slots[indptr[term]:indptr[term + 1]] = 0
+        slots.flush()
+        del slots
     elif damage == "truncate":
-        target.write_bytes(bytes(data[:len(data) // 2]))
+        target = snap / "lex_indptr.npy"
+        target.write_bytes(target.read_bytes()[:40])
     else:
         (snap / "manifest.json").write_text("{not json", encoding="utf-8")
     fresh = EmbeddedStore(tmp_path / "s", notify=messages.append)
     assert (fresh.dense_search(query, 5), fresh.lexical_search(["梅花鹿"], 5)) == expected
-    assert any("building the search caches" in m for m in messages), messages
+    assert any("rebuilding the search caches" in m or "building the search caches" in m for m in messages), messages
 
 
 def test_stored_vectors_and_texts_carry_checksums(tmp_path):

@@ -21,6 +21,7 @@ stored twice: ~20% more sentence vectors, measured 5x fewer rows read per questi
 from __future__ import annotations
 
 import datetime as _dt
+from bisect import bisect_right
 import json
 import os
 import shutil
@@ -43,7 +44,7 @@ from rag.types import Chunk, Document, Span
 
 from .base import DocumentInfo, PreparedDocument, StoredChunk, StoredSentence
 from .dense import FLAT_MAX, DenseIndex
-from .files import FileLock, SnapshotDir, pid_alive
+from .files import FileLock, SnapshotDir, load_npy, pid_alive, save_npy
 from .lexical import LexicalIndex
 from .meta import check_meta
 
@@ -56,8 +57,6 @@ CACHE_FORMAT = 1
 SAVE_AFTER_CHUNKS = 2_000
 #: Documents whose stored text stays in memory (the answerer reads a few per question).
 DOCUMENT_CACHE = 256
-#: chunk_id -> key pairs remembered from searches (cleared on any change; ~100 per question).
-KEY_CACHE = 100_000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -184,7 +183,7 @@ class EmbeddedStore:
         self._snapshots = SnapshotDir(self.directory / "cache")
         self._docs: OrderedDict[str, Document | None] = OrderedDict()
         self._term_ids: dict[str, int] = {}
-        self._keys: dict[str, int] = {}
+        self._map: ChunkMap | None = None
         self._dense: DenseIndex | None = None
         self._lexical: LexicalIndex | None = None
         self._cache_generation = 0
@@ -290,7 +289,7 @@ class EmbeddedStore:
         with self._lock:
             self._generation = generation
             self._docs.clear()
-            self._keys.clear()
+            self._map = None
             self.meta = self._read_meta()
             if self._dense is not None:
                 self._replay()
@@ -413,8 +412,9 @@ class EmbeddedStore:
         if row is None:
             return False
         doc_row, chunk_lo, n_chunks, sentence_lo, n_sentences, n_units, unit_terms = row
-        conn.execute("DELETE FROM chunks WHERE doc = ?", (doc_row,))
-        conn.execute("DELETE FROM sentences WHERE doc = ?", (doc_row,))
+        # By id range (a document's rows are consecutive): no index on ``doc`` is needed.
+        conn.execute("DELETE FROM chunks WHERE id BETWEEN ? AND ?", (chunk_lo, chunk_lo + n_chunks - 1))
+        conn.execute("DELETE FROM sentences WHERE id BETWEEN ? AND ?", (sentence_lo, sentence_lo + n_sentences - 1))
         ids, counts = _unpack_terms(unit_terms)
         conn.executemany("UPDATE terms SET units = units - ? WHERE id = ?", zip(counts.tolist(), ids.tolist()))
         self._add_units(conn, -int(n_units))
@@ -485,50 +485,27 @@ class EmbeddedStore:
 
     # --- chunks -------------------------------------------------------------------------------
 
-    def _chunk_rows(self, chunk_ids: Sequence[str]) -> dict[int, tuple[str, int]]:
-        """chunk key -> (doc_id, ordinal) for the known ``doc_id#ordinal`` ids."""
-        out: dict[int, tuple[str, int]] = {}
-        wanted: dict[str, list[int]] = {}
-        for chunk_id in chunk_ids:
-            key = self._keys.get(chunk_id)
-            doc_id, _, ordinal = chunk_id.rpartition("#")
-            if key is not None:
-                out[key] = (doc_id, int(ordinal))
-            elif doc_id and ordinal.isdigit():
-                wanted.setdefault(doc_id, []).append(int(ordinal))
-        names = list(wanted)
-        for start in range(0, len(names), 900):
-            part = names[start:start + 900]
-            for doc_id, chunk_lo, n_chunks in self._conn().execute(
-                    f"SELECT doc_id, chunk_lo, n_chunks FROM documents WHERE doc_id IN ({','.join('?' * len(part))})", part):
-                for ordinal in wanted[doc_id]:
-                    if ordinal < n_chunks:
-                        out[chunk_lo + ordinal] = (doc_id, ordinal)
-        return out
-
-    def _chunk_ids_of_keys(self, keys: Sequence[int]) -> dict[int, str]:
-        if not keys:
-            return {}
-        rows = self._conn().execute(
-            f"SELECT c.id, d.doc_id, c.ordinal FROM chunks c JOIN documents d ON d.id = c.doc "
-            f"WHERE c.id IN ({','.join('?' * len(keys))})", list(keys))
-        out = {key: f"{doc_id}#{ordinal}" for key, doc_id, ordinal in rows}
+    def _chunk_map(self) -> "ChunkMap":
         with self._lock:
-            if len(self._keys) > KEY_CACHE:
-                self._keys.clear()
-            self._keys.update((chunk_id, key) for key, chunk_id in out.items())
-        return out
+            if self._map is None:
+                rows = self._conn().execute("SELECT doc_id, chunk_lo, n_chunks, sentence_lo FROM documents "
+                                            "ORDER BY chunk_lo").fetchall()
+                self._map = ChunkMap(rows)
+            return self._map
+
+    def _chunk_rows(self, chunk_ids: Sequence[str]) -> dict[int, tuple[str, int, int]]:
+        """chunk key -> (doc_id, ordinal, the document's first sentence id) for known ids."""
+        return self._chunk_map().keys_of(chunk_ids)
 
     def fetch_chunks(self, chunk_ids: Sequence[str], with_sentences: bool = False) -> dict[str, StoredChunk]:
         keys = self._chunk_rows(chunk_ids)
         if not keys:
             return {}
         conn = self._conn()
-        rows = conn.execute(
-            f"SELECT c.id, c.start, c.end, c.clean, c.context, c.sentence_lo, c.sentence_hi, d.sentence_lo, "
-            f"{'c.sentence_vectors, c.sentence_vectors_crc' if with_sentences else 'NULL, NULL'} "
-            f"FROM chunks c JOIN documents d ON d.id = c.doc WHERE c.id IN ({','.join('?' * len(keys))})",
-            list(keys)).fetchall()
+        rows = [(r[0], r[1], r[2], r[3], r[4], r[5], r[6], keys[r[0]][2], r[7], r[8]) for r in conn.execute(
+            f"SELECT id, start, end, clean, context, sentence_lo, sentence_hi, "
+            f"{'sentence_vectors, sentence_vectors_crc' if with_sentences else 'NULL, NULL'} "
+            f"FROM chunks WHERE id IN ({','.join('?' * len(keys))})", list(keys))]
         sentence_rows: dict[int, tuple] = {}
         if with_sentences:
             wanted = sorted({base + k for r in rows for base in (r[7],) for k in range(r[5], r[6])})
@@ -541,7 +518,7 @@ class EmbeddedStore:
         dim = int(self.meta.get("dim", 0) or 0)
         out: dict[str, StoredChunk] = {}
         for key, start, end, clean, context, s_lo, s_hi, base, blob, crc in rows:
-            doc_id, ordinal = keys[key]
+            doc_id, ordinal, _ = keys[key]
             doc = self.document(doc_id)
             if doc is None:
                 continue
@@ -584,7 +561,7 @@ class EmbeddedStore:
         out = {}
         at = 0
         for i, (key, _, _, members, _) in enumerate(rows):
-            doc_id, ordinal = keys[key]
+            doc_id, ordinal, _ = keys[key]
             m = len(members) // (2 * dim) if dim else 0
             out[f"{doc_id}#{ordinal}"] = (chunk_matrix[i], sentence_matrix[at:at + m])
             at += m
@@ -596,8 +573,8 @@ class EmbeddedStore:
         with self._lock:
             self._ensure_caches()
             pairs = self._dense.search(query_vector, top_k)
-        names = self._chunk_ids_of_keys([k for k, _ in pairs])
-        return [(names[k], s) for k, s in pairs if k in names]
+        names = self._chunk_map()
+        return [(name, s) for k, s in pairs for name in (names.id_of(k),) if name is not None]
 
     def lexical_search(self, tokens: Sequence[str], top_k: int) -> list[tuple[str, float]]:
         if not tokens:
@@ -607,9 +584,15 @@ class EmbeddedStore:
             f"SELECT term, id FROM terms WHERE term IN ({','.join('?' * len(unique))})", unique).fetchall())
         with self._lock:
             self._ensure_caches()
-            pairs = self._lexical.search([ids[t] for t in tokens if t in ids], top_k)
-        names = self._chunk_ids_of_keys([k for k, _ in pairs])
-        return [(names[k], s) for k, s in pairs if k in names]
+            try:
+                pairs = self._lexical.search([ids[t] for t in tokens if t in ids], top_k)
+            except ValueError as err:  # postings failed their checksum on first use
+                self.notify(f"rebuilding the search caches from the store ({err}) ...")
+                self._build_caches()
+                self._save_caches()
+                pairs = self._lexical.search([ids[t] for t in tokens if t in ids], top_k)
+        names = self._chunk_map()
+        return [(name, s) for k, s in pairs for name in (names.id_of(k),) if name is not None]
 
     def warm_caches(self) -> None:
         """Load (or rebuild) the search caches now rather than on the first search."""
@@ -629,12 +612,14 @@ class EmbeddedStore:
         dim = int(self.meta.get("dim", 0) or 0)
         reason = None
         try:
-            arrays, manifest = self._snapshots.load()
+            folder, manifest = self._snapshots.load(lazy=frozenset({"lex_slots.npy", "lex_tf.npy"}))
             if manifest.get("store_uuid") != self.meta.get("store_uuid") or manifest.get("format") != CACHE_FORMAT \
                     or manifest.get("dim") != dim or int(manifest.get("generation", -1)) > self.generation():
                 raise ValueError("it belongs to another store or version")
-            dense = DenseIndex.from_bytes(arrays.pop("dense"), manifest["dense_kind"], dim)
-            lexical = LexicalIndex.from_arrays({k[4:]: v for k, v in arrays.items() if k.startswith("lex_")})
+            dense = DenseIndex.read(folder / "dense.faiss", manifest["dense_kind"], dim)
+            lexical = LexicalIndex.from_arrays({
+                name: load_npy(folder / f"lex_{name}.npy", mmap=name in ("slots", "tf"))
+                for name in ("slot_ids", "slot_len", "indptr", "slots", "tf", "term_crc")})
             if dense.ntotal != lexical.n_live:
                 raise ValueError(f"{dense.ntotal} vectors for {lexical.n_live} chunks")
             self._dense, self._lexical = dense, lexical
@@ -678,13 +663,13 @@ class EmbeddedStore:
         self._replayed_chunks = 0
 
     def _save_caches(self) -> None:
-        arrays = {"dense": self._dense.to_bytes()}
-        arrays.update({f"lex_{k}": v for k, v in self._lexical.arrays().items()})
+        writers = {"dense.faiss": self._dense.write}
+        writers.update({f"lex_{k}.npy": save_npy(v) for k, v in self._lexical.arrays().items()})
         facts = {"store_uuid": self.meta.get("store_uuid"), "format": CACHE_FORMAT, "dim": self._dense.dim,
                  "generation": self._cache_generation, "dense_kind": self._dense.kind,
                  "dense_trained": self._trained, "chunks": self._dense.ntotal, "saved": _now()}
         try:
-            self._snapshots.save(arrays, facts)
+            self._snapshots.save(writers, facts)
             self._replayed_chunks = 0
         except OSError as err:
             self.notify(f"could not save the search caches ({err.strerror or err}); they will be rebuilt next time")
@@ -771,6 +756,38 @@ class EmbeddedStore:
                 problems.append(f"term {term_id}: {units} units stored, {total.get(term_id, 0)} in the documents")
                 break
         return problems
+
+
+class ChunkMap:
+    """``chunk_id`` <-> chunk key in memory: a document's chunk keys are ``chunk_lo + ordinal``.
+
+    Args:
+        rows: ``(doc_id, chunk_lo, n_chunks, sentence_lo)`` per document, by ``chunk_lo``.
+    """
+
+    def __init__(self, rows: Sequence[tuple[str, int, int, int]]):
+        self._by_doc = {doc_id: (lo, n, s_lo) for doc_id, lo, n, s_lo in rows}
+        self._starts = [lo for _, lo, _, _ in rows]
+        self._docs = [doc_id for doc_id, _, _, _ in rows]
+
+    def keys_of(self, chunk_ids: Sequence[str]) -> dict[int, tuple[str, int, int]]:
+        """key -> (doc_id, ordinal, first sentence id of the document) for the known ids."""
+        out = {}
+        for chunk_id in chunk_ids:
+            doc_id, _, ordinal = chunk_id.rpartition("#")
+            entry = self._by_doc.get(doc_id)
+            if entry is not None and ordinal.isdigit() and int(ordinal) < entry[1]:
+                out[entry[0] + int(ordinal)] = (doc_id, int(ordinal), entry[2])
+        return out
+
+    def id_of(self, key: int) -> str | None:
+        """The ``chunk_id`` of a key, None when no stored document holds it."""
+        i = bisect_right(self._starts, key) - 1
+        if i < 0:
+            return None
+        doc_id = self._docs[i]
+        lo, n, _ = self._by_doc.get(doc_id, (-1, 0, 0))
+        return f"{doc_id}#{key - lo}" if lo == self._starts[i] and key < lo + n else None
 
 
 def clean_stale_siblings(directory: Path) -> None:

@@ -14,7 +14,7 @@ import uuid
 import zlib
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -129,20 +129,21 @@ def _read_pid(fd: int) -> int | None:
 
 
 class SnapshotDir:
-    """Cache snapshots under one folder: ``snap-*/`` folders of ``.npy`` arrays plus a
-    ``manifest.json`` (sizes and CRC-32 of every file, and caller facts), and a ``CURRENT`` file
-    naming the published one.
+    """Cache snapshots under one folder: ``snap-*/`` folders of files plus a ``manifest.json``
+    (size and CRC-32 of every file, and caller facts), and a ``CURRENT`` file naming the
+    published one.
 
     A snapshot is written completely, then published by replacing ``CURRENT``; a process
-    killed before that leaves an unpublished folder, removed by the next :meth:`cleanup`.
+    killed before that leaves an unpublished folder, removed by the next save or :meth:`cleanup`.
     """
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)
         self.lock = FileLock(self.folder / "lock", wait_s=0.0, what="the cache")
 
-    def save(self, arrays: dict[str, np.ndarray], facts: dict[str, Any]) -> bool:
-        """Write and publish a snapshot; False (nothing written) when another process is saving.
+    def save(self, writers: dict[str, Callable[[Path], None]], facts: dict[str, Any]) -> bool:
+        """Write every file with its writer (``name -> fn(path)``) and publish the snapshot;
+        False (nothing written) when another process is saving.
 
         Raises:
             OSError: the folder cannot be written.
@@ -155,11 +156,10 @@ class SnapshotDir:
             target = self.folder / name
             target.mkdir()
             files = {}
-            for key, array in arrays.items():
-                path = target / f"{key}.npy"
-                with open(path, "wb") as fh:
-                    np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
-                    fh.flush()
+            for key, write in writers.items():
+                path = target / key
+                write(path)
+                with open(path, "rb+") as fh:
                     os.fsync(fh.fileno())
                 files[key] = {"bytes": path.stat().st_size, "crc32": file_crc32(path)}
             manifest = dict(facts, files=files)
@@ -173,31 +173,30 @@ class SnapshotDir:
         finally:
             self.lock.release()
 
-    def load(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """The published snapshot's arrays (checksums verified) and manifest.
+    def load(self, lazy: frozenset[str] = frozenset()) -> tuple[Path, dict[str, Any]]:
+        """The published snapshot's folder and manifest, with every file's size checked and its
+        CRC-32 verified, except ``lazy`` files (their contents are checked piece by piece on use).
 
         Raises:
             FileNotFoundError: no snapshot is published.
-            ValueError: a file is missing, truncated, corrupt (size or CRC-32 differs) or unreadable.
+            ValueError: a file is missing, truncated or corrupt, or the manifest is unreadable.
         """
         name = (self.folder / CURRENT).read_text(encoding="utf-8").strip()
         target = self.folder / name
         try:
             manifest = json.loads((target / "manifest.json").read_text(encoding="utf-8"))
-            arrays = {}
             for key, info in manifest["files"].items():
-                path = target / f"{key}.npy"
+                path = target / key
                 size = path.stat().st_size
                 if size != info["bytes"]:
-                    raise ValueError(f"{path.name} has {size} bytes, the manifest says {info['bytes']}")
-                if file_crc32(path) != info["crc32"]:
-                    raise ValueError(f"{path.name} fails its checksum")
-                arrays[key] = np.load(path, allow_pickle=False)
-        except (OSError, KeyError, TypeError, EOFError) as err:
+                    raise ValueError(f"{key} has {size} bytes, the manifest says {info['bytes']}")
+                if key not in lazy and file_crc32(path) != info["crc32"]:
+                    raise ValueError(f"{key} fails its checksum")
+        except (OSError, KeyError, TypeError) as err:
             raise ValueError(f"unreadable cache snapshot {name}: {err}") from err
         except ValueError as err:
             raise ValueError(f"cache snapshot {name}: {err}") from err
-        return arrays, manifest
+        return target, manifest
 
     def cleanup(self) -> None:
         """Remove unpublished or superseded snapshots (when no other process is saving)."""
@@ -218,3 +217,23 @@ class SnapshotDir:
                 pid = path.name.rsplit(".", 1)[-1]
                 if not pid.isdigit() or not pid_alive(int(pid)):
                     path.unlink(missing_ok=True)
+
+
+def save_npy(array: np.ndarray) -> Callable[[Path], None]:
+    """A :meth:`SnapshotDir.save` writer for one array (``.npy`` format, no pickles)."""
+    def write(path: Path) -> None:
+        with open(path, "wb") as fh:
+            np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
+    return write
+
+
+def load_npy(path: Path, mmap: bool = False) -> np.ndarray:
+    """Read an array written by :func:`save_npy`; ``mmap`` maps it read-only instead of reading.
+
+    Raises:
+        ValueError: not a readable ``.npy`` file.
+    """
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (OSError, EOFError) as err:
+        raise ValueError(f"unreadable {path.name}: {err}") from err

@@ -16,6 +16,7 @@ chunk's position in ``slot_ids`` (chunk keys, increasing).
 from __future__ import annotations
 
 import math
+import zlib
 from collections import Counter
 from typing import Iterable, Sequence
 
@@ -36,18 +37,27 @@ class LexicalIndex:
         slots: int32 (nnz,), slot of each posting.
         tf: uint16 (nnz,), term count of each posting (clipped at 65535).
         live: bool (n_slots,), False for removed chunks (default all True).
+        term_crc: uint32 (n_terms,), CRC-32 of each term's postings (``slots`` then ``tf`` bytes):
+            when given, ``slots``/``tf`` may be memory-mapped and each term's postings are
+            verified the first time a query reads them (a cold start reads no postings).
+
+    Raises:
+        ValueError: (from searches) a term's postings fail their checksum.
     """
 
     def __init__(self, slot_ids: np.ndarray, slot_len: np.ndarray, indptr: np.ndarray,
-                 slots: np.ndarray, tf: np.ndarray, live: np.ndarray | None = None):
+                 slots: np.ndarray, tf: np.ndarray, live: np.ndarray | None = None,
+                 term_crc: np.ndarray | None = None):
         n = len(slot_ids)
         self._ids = np.ascontiguousarray(slot_ids, dtype=np.int64)
         self._len = np.ascontiguousarray(slot_len, dtype=np.float32)
         self._live = np.ones(n, dtype=bool) if live is None else np.array(live, dtype=bool)
         self._n = n
         self.indptr = np.ascontiguousarray(indptr, dtype=np.int64)
-        self.slots = np.ascontiguousarray(slots, dtype=np.int32)
-        self.tf = np.ascontiguousarray(tf, dtype=np.uint16)
+        self.slots = slots if slots.dtype == np.int32 else np.ascontiguousarray(slots, dtype=np.int32)
+        self.tf = tf if tf.dtype == np.uint16 else np.ascontiguousarray(tf, dtype=np.uint16)
+        self._term_crc = term_crc
+        self._verified = np.zeros(len(self.indptr) - 1, dtype=bool) if term_crc is not None else None
         self._extra: dict[int, list[tuple[int, int]]] = {}  # term -> [(slot, tf)] added since
         self._n_dead = int(n - self._live[:n].sum())
         self._live_len = float(self._len[:n][self._live[:n]].sum())
@@ -159,6 +169,10 @@ class LexicalIndex:
         if 0 <= term < len(self.indptr) - 1:
             a, z = self.indptr[term], self.indptr[term + 1]
             slots, tf = self.slots[a:z], self.tf[a:z]
+            if self._verified is not None and not self._verified[term]:
+                if _crc(slots, tf) != self._term_crc[term]:
+                    raise ValueError(f"the postings of term {term} fail their checksum")
+                self._verified[term] = True
         else:
             slots, tf = self.slots[:0], self.tf[:0]
         extra = self._extra.get(term)
@@ -203,25 +217,34 @@ class LexicalIndex:
     # --- persistence --------------------------------------------------------------------------
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """The arrays of :meth:`compacted`'s base, for saving (see :meth:`from_arrays`)."""
+        """The arrays of :meth:`compacted`'s base with per-term checksums, for saving (see
+        :meth:`from_arrays`)."""
         index = self if not self._extra and not self._n_dead else self.compacted()
+        indptr = index.indptr
+        term_crc = np.fromiter((_crc(index.slots[indptr[t]:indptr[t + 1]], index.tf[indptr[t]:indptr[t + 1]])
+                                for t in range(len(indptr) - 1)), dtype=np.uint32, count=len(indptr) - 1)
         return {"slot_ids": index._ids[:index._n], "slot_len": index._len[:index._n],
-                "indptr": index.indptr, "slots": index.slots, "tf": index.tf}
+                "indptr": indptr, "slots": index.slots, "tf": index.tf, "term_crc": term_crc}
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "LexicalIndex":
-        """Inverse of :meth:`arrays`.
+        """Inverse of :meth:`arrays`; ``slots`` and ``tf`` may be memory-mapped (checked per
+        term on first use against ``term_crc``).
 
         Raises:
-            ValueError: the arrays are inconsistent (lengths, bounds).
+            ValueError: the arrays are inconsistent (lengths, bounds, order).
         """
-        ids, lens, indptr, slots, tf = (arrays[k] for k in ("slot_ids", "slot_len", "indptr", "slots", "tf"))
+        ids, lens, indptr, slots, tf, term_crc = (arrays[k] for k in ("slot_ids", "slot_len", "indptr", "slots",
+                                                                      "tf", "term_crc"))
         if len(ids) != len(lens) or len(slots) != len(tf) or len(indptr) < 1 or indptr[0] != 0 \
-                or indptr[-1] != len(slots) or np.any(np.diff(indptr) < 0) \
-                or (len(slots) and (slots.min() < 0 or slots.max() >= len(ids))) \
-                or np.any(np.diff(ids) <= 0):
+                or indptr[-1] != len(slots) or np.any(np.diff(indptr) < 0) or len(term_crc) != len(indptr) - 1 \
+                or np.any(np.diff(ids) <= 0) or slots.dtype != np.int32 or tf.dtype != np.uint16:
             raise ValueError("inconsistent lexical index arrays")
-        return cls(ids, lens, indptr, slots, tf)
+        return cls(ids, lens, indptr, slots, tf, term_crc=term_crc)
+
+
+def _crc(slots: np.ndarray, tf: np.ndarray) -> int:
+    return zlib.crc32(np.ascontiguousarray(tf).data, zlib.crc32(np.ascontiguousarray(slots).data))
 
 
 def _cat(parts: list[np.ndarray], dtype) -> np.ndarray:
