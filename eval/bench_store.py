@@ -205,15 +205,27 @@ def measure(directory: Path, queries: int) -> dict:
         exact.add(np.stack(mats).astype(np.float32))
         del mats
         keys = np.asarray(keys)
-        recalls = []
+        recalls, truths = [], []
         for v in vectors:
             _, ids = exact.search(v.reshape(1, -1), 10)
             truth = set(keys[ids[0]].tolist())
+            truths.append(truth)
             got = {k for k, _ in dense.search(v, 10)}
             recalls.append(len(truth & got) / 10)
         out["ann_recall_at_10"] = float(np.mean(recalls))
         out["ann_nprobe"] = int(dense.index.nprobe)
         out["ann_nlist"] = int(dense.index.nlist)
+        sweep = {}
+        for nprobe in sorted({max(1, dense.index.nlist // d) for d in (32, 16, 8, 4, 2)}):
+            got, lat = [], []
+            for v, truth in zip(vectors, truths):
+                t = time.perf_counter()
+                found = {k for k, _ in dense.search(v, 10, nprobe=nprobe)}
+                lat.append((time.perf_counter() - t) * 1000)
+                got.append(len(truth & found) / 10)
+            sweep[nprobe] = {"recall_at_10": float(np.mean(got)), "p50_ms": float(np.percentile(lat, 50)),
+                             "p95_ms": float(np.percentile(lat, 95))}
+        out["ann_sweep"] = sweep
     else:
         out["ann_recall_at_10"] = 1.0  # exact (flat) search at this size
     return out
