@@ -136,7 +136,7 @@ class Pipeline:
             if self.auto_index:
                 self._auto_sync(store)
             elif store.count_documents() == 0:
-                raise CorruptIndexError(f"the store at {store.directory} holds no document",
+                raise CorruptIndexError(f"the store at {store.location} holds no document",
                                         hint="run `rag sync` or `rag add PATH`")
             store.warm_caches()
             self._retriever = self._make_retriever(self.settings)
@@ -160,7 +160,7 @@ class Pipeline:
         signature = folder_signature(corpus)
         if store.meta.get(key) == signature:
             return
-        self.notify(f"building the store of {corpus} at {store.directory} ..." if empty
+        self.notify(f"building the store of {corpus} at {store.location} ..." if empty
                     else f"the corpus folder {corpus} changed; syncing the store ...")
         started = time.perf_counter()
         try:
@@ -186,7 +186,7 @@ class Pipeline:
         """An :class:`Ingestor` over the (checked) store with the loaded embedder."""
         store = store or self.store
         if wait_s is not None:
-            store._writer.wait_s = wait_s
+            store.write_wait_s = wait_s
         return Ingestor(store, self.embedder, self.settings, notify=self.notify, progress=self.progress)
 
     def rebuild(self) -> EmbeddedStore:

@@ -167,3 +167,9 @@ def test_wrong_vector_shapes_are_refused(store_factory):
     with pytest.raises(ValueError):
         store.upsert(p, np.zeros((1, EMBEDDER.dim), np.float32), np.zeros((0, EMBEDDER.dim), np.float32))
     assert store.list_documents() == []
+
+
+def test_implements_the_protocol(store_factory):
+    from rag.store.base import Store
+
+    assert isinstance(store_factory(), Store)

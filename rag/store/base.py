@@ -178,6 +178,34 @@ class Store(Protocol):
 
     meta: dict[str, Any]
 
+    @property
+    def location(self) -> str:
+        """Where the store lives, for messages (a folder, a server URI)."""
+
+    @property
+    def write_wait_s(self) -> float:
+        """Seconds :meth:`writer` waits for another writer (settable)."""
+
+    def adopt_or_check(self, expect: dict[str, Any]) -> None:
+        """Record ``expect`` (see :data:`META_KEYS_THAT_MUST_MATCH`) in an empty store, or check a
+        filled one against it.
+
+        Raises:
+            IndexMismatchError: the store holds documents built differently.
+        """
+
+    def set_meta(self, key: str, value: Any) -> None:
+        """Record one metadata value (JSON-serialisable) in ``meta``."""
+
+    def count_documents(self) -> int:
+        """Number of documents."""
+
+    def count_chunks(self) -> int:
+        """Number of chunks."""
+
+    def count_sentences(self) -> int:
+        """Number of sentences."""
+
     def generation(self) -> int:
         """A number that grows with every committed change (any process)."""
 
@@ -192,7 +220,7 @@ class Store(Protocol):
         """
 
     def upsert(self, prepared: PreparedDocument, chunk_vectors: np.ndarray,
-               sentence_vectors: np.ndarray) -> None:
+               sentence_vectors: np.ndarray, *, root: str = "", size: int = 0, mtime_ns: int = 0) -> None:
         """Store one document, replacing any document with the same id, atomically: after a
         crash the store holds either the old document or the new one, never a mix.
 
@@ -200,6 +228,9 @@ class Store(Protocol):
             prepared: The document, its chunks and sentences.
             chunk_vectors: float32 (len(chunks), dim), L2-normalised, in chunk order.
             sentence_vectors: float32 (len(sentences), dim), L2-normalised.
+            root: The corpus folder whose ``sync`` owns the document (``""``: added from
+                elsewhere or uploaded).
+            size, mtime_ns: The source file's size and modification time.
 
         Raises:
             ValueError: vector shapes do not match.
@@ -207,6 +238,9 @@ class Store(Protocol):
 
     def delete(self, doc_id: str) -> bool:
         """Remove a document and everything derived from it; False when it was not there."""
+
+    def touch(self, doc_id: str, size: int, mtime_ns: int) -> None:
+        """Record a new source size and modification time for a document whose content is unchanged."""
 
     def document(self, doc_id: str) -> Document | None:
         """The document with its stored text, or None (also :class:`rag.archive.ArchiveView`)."""
@@ -233,6 +267,12 @@ class Store(Protocol):
 
     def fetch_chunks(self, chunk_ids: Sequence[str], with_sentences: bool = False) -> dict[str, StoredChunk]:
         """The chunks with these ids (unknown ids are left out)."""
+
+    def vectors(self, chunk_ids: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per chunk id: its vector float32 (dim,) and its sentences' vectors float32 (m, dim)."""
+
+    def warm_caches(self) -> None:
+        """Load whatever searches need now rather than on the first search."""
 
     def idf(self, token: str) -> float:
         """Inverse unit frequency (:func:`rag.archive.idf_from_counts`)."""

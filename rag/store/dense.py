@@ -14,8 +14,6 @@ Two layouts, chosen by size (see :data:`FLAT_MAX` and the README's scale section
 from __future__ import annotations
 
 import math
-from typing import Iterable
-
 import numpy as np
 
 #: FAISS runs on one OpenMP thread: on the 2-core target machine with the other core busy, its
@@ -142,14 +140,3 @@ class DenseIndex:
             raise ValueError(f"FAISS index has dimension {index.d}, expected {dim}")
         return cls(index, kind, dim)
 
-
-def iter_batches(rows: Iterable, size: int) -> Iterable[list]:
-    """Lists of at most ``size`` consecutive items of ``rows``."""
-    batch = []
-    for row in rows:
-        batch.append(row)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch

@@ -51,7 +51,7 @@ from .meta import check_meta
 #: Bump when tables or their meaning change; an older store is then rebuilt from its texts.
 STORE_FORMAT = 1
 #: Bump when the cache snapshot layout changes.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 #: Replaying more chunk changes than this (or 10% of the chunks) saves a fresh snapshot, so the
 #: next cold start does not replay them again.
 SAVE_AFTER_CHUNKS = 2_000
@@ -219,9 +219,9 @@ class EmbeddedStore:
         return conn
 
     @contextmanager
-    def _transaction(self, immediate: bool = True) -> Iterator[sqlite3.Connection]:
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
         except BaseException:
@@ -262,6 +262,20 @@ class EmbeddedStore:
             self.meta = self._read_meta()
             return
         check_meta(self.meta, expect, str(self.directory))
+
+    @property
+    def location(self) -> str:
+        """Where the store lives (for messages)."""
+        return str(self.directory)
+
+    @property
+    def write_wait_s(self) -> float:
+        """Seconds a writer waits for another process's writer lock before ``StoreBusyError``."""
+        return self._writer.wait_s
+
+    @write_wait_s.setter
+    def write_wait_s(self, seconds: float) -> None:
+        self._writer.wait_s = seconds
 
     def count_documents(self) -> int:
         return int(self._conn().execute("SELECT count(*) FROM documents").fetchone()[0])
