@@ -182,3 +182,26 @@ def test_lexical_scores_equal_bm25s(filled):
         got = dict(filled.lexical_search(tokens, len(keys)))
         for key, score in zip(keys, expected):
             assert got.get(key, 0.0) == pytest.approx(float(score), rel=1e-4, abs=1e-5)
+
+
+def test_bm25_pruning_is_exact():
+    """MaxScore pruning returns exactly the unpruned top k (random Zipf postings, with chunks
+    added after the base and some removed)."""
+    from rag.store.lexical import LexicalIndex
+
+    rng = np.random.default_rng(3)
+    rows = []
+    for key in range(1, 3001):
+        terms = np.unique(np.minimum(rng.zipf(1.3, size=rng.integers(5, 60)), 5000))
+        rows.append((key * 2, terms, rng.integers(1, 4, size=len(terms))))
+    index = LexicalIndex.build(rows[:2500])
+    for key, terms, counts in rows[2500:]:
+        index.add(key, terms, counts)
+    index.remove_range(100, 400)
+    for _ in range(50):
+        query = np.minimum(rng.zipf(1.3, size=rng.integers(1, 9)), 5000).tolist()
+        for top_k in (1, 10, 30):
+            fast = index.search(query, top_k)
+            slow = index.search(query, top_k, prune=False)
+            assert [k for k, _ in fast] == [k for k, _ in slow]
+            assert np.allclose([s for _, s in fast], [s for _, s in slow], rtol=1e-5)

@@ -185,8 +185,15 @@ class LexicalIndex:
             slots, tf = slots[keep], tf[keep]
         return slots, tf
 
-    def search(self, term_ids: Sequence[int], top_k: int) -> list[tuple[int, float]]:
+    def search(self, term_ids: Sequence[int], top_k: int, prune: bool = True) -> list[tuple[int, float]]:
         """Chunks ranked by BM25 for the query's term ids (repeats count, unknown ids < 0 skip).
+
+        Exact top-k with MaxScore pruning (Turtle & Flood, "Query evaluation: strategies and
+        optimizations", IP&M 1995): terms are scored in decreasing weight; once the k-th best
+        score so far exceeds the most the remaining terms could add (``tfc < 1``, so a term adds
+        at most its idf), chunks not yet touched cannot enter the top k, and the remaining
+        (common, low-idf) terms are scored only on the touched chunks, by binary search in their
+        postings instead of a pass over them. ``prune=False`` scores every posting (tests).
 
         Returns:
             ``(chunk key, score > 0)`` pairs, best first (ties: lower key first), at most ``top_k``.
@@ -197,21 +204,42 @@ class LexicalIndex:
         avgdl = self._live_len / n
         norm_a = K1 * (1 - B)
         norm_b = K1 * B / avgdl
-        acc = np.zeros(self._n, dtype=np.float32)
+        plan = []
         for term, mult in Counter(int(t) for t in term_ids if t >= 0).items():
             slots, tf = self._postings(term)
             df = len(slots)
-            if df == 0:
-                continue
-            weight = np.float32(mult * math.log(1.0 + (n - df + 0.5) / (df + 0.5)))
-            tf = tf.astype(np.float32)
-            acc[slots] += weight * tf / (tf + norm_a + norm_b * self._len[slots])
-        hit = np.flatnonzero(acc > 0)
+            if df:
+                plan.append((mult * math.log(1.0 + (n - df + 0.5) / (df + 0.5)), slots, tf))
+        plan.sort(key=lambda p: -p[0])
+        rest = [sum(p[0] for p in plan[i:]) for i in range(len(plan))]  # bound on what terms i.. add
+        acc = np.zeros(self._n, dtype=np.float32)
+        touched: list[np.ndarray] = []
+        n_touched = 0
+        candidates = None
+        for i, (weight, slots, tf) in enumerate(plan):
+            if prune and touched and len(slots) > 4 * n_touched:
+                pool = np.unique(np.concatenate(touched))
+                if len(pool) >= top_k:
+                    theta = np.partition(acc[pool], len(pool) - top_k)[len(pool) - top_k]
+                    if theta > rest[i]:
+                        for weight2, slots2, tf2 in plan[i:]:
+                            at = np.minimum(np.searchsorted(slots2, pool), len(slots2) - 1)
+                            hit = slots2[at] == pool
+                            docs, counts = pool[hit], tf2[at[hit]].astype(np.float32)
+                            acc[docs] += np.float32(weight2) * counts / (counts + norm_a + norm_b * self._len[docs])
+                        candidates = pool
+                        break
+            tf32 = tf.astype(np.float32)
+            acc[slots] += np.float32(weight) * tf32 / (tf32 + norm_a + norm_b * self._len[slots])
+            touched.append(slots)
+            n_touched += len(slots)
+        hit = np.flatnonzero(acc > 0) if candidates is None else candidates[acc[candidates] > 0]
         if not len(hit):
             return []
-        if len(hit) > top_k:
-            hit = hit[np.argpartition(-acc[hit], top_k - 1)[:top_k]]
-        order = sorted(hit.tolist(), key=lambda s: (-acc[s], s))
+        if len(hit) > top_k:  # keep every chunk tied with the k-th, then order ties by key
+            kth = np.partition(acc[hit], len(hit) - top_k)[len(hit) - top_k]
+            hit = hit[acc[hit] >= kth]
+        order = sorted(hit.tolist(), key=lambda s: (-acc[s], s))[:top_k]
         return [(int(self._ids[s]), float(acc[s])) for s in order]
 
     # --- persistence --------------------------------------------------------------------------
