@@ -19,7 +19,7 @@ import numpy as np
 
 from .answerer import Answerer, Candidate
 from .config import Settings
-from .errors import (BadSpanError, CorpusError, CorruptIndexError, EmptyQuestionError,
+from .errors import (BadDocumentIdError, BadSpanError, CorpusError, CorruptIndexError, EmptyQuestionError,
                      IndexMismatchError, QuestionTooLongError, StoreBusyError, UnknownDocumentError)
 from .ingest.ids import check_doc_id
 from .ingest.prepare import prepare_document
@@ -163,13 +163,16 @@ class Pipeline:
         self.notify(f"building the store of {corpus} at {store.location} ..." if empty
                     else f"the corpus folder {corpus} changed; syncing the store ...")
         started = time.perf_counter()
+        usual_wait, store.write_wait_s = store.write_wait_s, FIRST_BUILD_WAIT_S if empty else 0.0
         try:
-            report = self.ingestor(store, wait_s=FIRST_BUILD_WAIT_S if empty else 0.0).sync(corpus)
+            report = self.ingestor(store).sync(corpus)
         except StoreBusyError:
             if empty:
                 raise
             self.notify("another process is writing to the store; answering from it as it is")
             return
+        finally:
+            store.write_wait_s = usual_wait
         self.last_sync = report
         for path, message in report.failed + report.skipped:
             self.notify(f"  skipped {path}: {message}")
@@ -182,12 +185,9 @@ class Pipeline:
             self.notify(f"  {len(report.added)} added, {len(report.replaced)} re-indexed, "
                         f"{len(report.removed)} removed in {report.seconds:.1f} s")
 
-    def ingestor(self, store: EmbeddedStore | None = None, wait_s: float | None = None) -> Ingestor:
+    def ingestor(self, store: EmbeddedStore | None = None) -> Ingestor:
         """An :class:`Ingestor` over the (checked) store with the loaded embedder."""
-        store = store or self.store
-        if wait_s is not None:
-            store.write_wait_s = wait_s
-        return Ingestor(store, self.embedder, self.settings, notify=self.notify, progress=self.progress)
+        return Ingestor(store or self.store, self.embedder, self.settings, progress=self.progress)
 
     def rebuild(self) -> EmbeddedStore:
         """Re-chunk and re-embed every stored document (from its stored text, so uploads and
@@ -285,7 +285,7 @@ class Pipeline:
     def remove(self, doc_ids: Sequence[str]) -> IngestReport:
         """Remove documents by id (no model needed)."""
         store = self.open_store(check_model=False)
-        return Ingestor(store, None, self.settings, notify=self.notify).remove(doc_ids)
+        return Ingestor(store, None, self.settings).remove(doc_ids)
 
     def sync(self, folder: Path | str | None = None) -> IngestReport:
         """Make the store match ``folder`` (default: the corpus folder)."""
@@ -309,7 +309,7 @@ class Pipeline:
         """
         try:
             check_doc_id(doc_id)
-        except Exception:
+        except BadDocumentIdError:
             raise UnknownDocumentError(f"unknown document {doc_id!r}",
                                        hint="`rag docs` lists the document ids") from None
         store = self.open_store(check_model=False)

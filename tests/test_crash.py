@@ -126,9 +126,12 @@ def test_second_writer_gets_busy_and_readers_keep_answering(env):
     settings = Settings.from_env(env={}, home=Path(env["env"]["RAG_HOME"]), corpus_dir=env["corpus"],
                                  chunk_size=60, chunk_overlap=0)
     reader = Pipeline(settings, embedder=FakeEmbedder(), auto_index=False, notify=lambda m: None).warm_up()
-    writer = rag(env, "add", str(extra_dir), extra={"RAG_TEST_PAUSE_S": "0.4"}, wait=False)
+    writer = rag(env, "add", str(extra_dir), extra={"RAG_TEST_PAUSE_S": "1.5"}, wait=False)
     try:
-        time.sleep(0.3)
+        deadline = time.monotonic() + 60
+        while reader.store.count_documents() < 2:  # the writer committed one and holds the lock
+            assert writer.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
         busy = rag(env, "add", str(env["corpus"] / "doc1.txt"), extra={"RAG_WRITE_WAIT_S": "0.2"})
         assert busy.returncode == 5 and "busy" in busy.stderr and "pid" in busy.stderr
         answered = 0

@@ -79,16 +79,14 @@ class Ingestor:
             ``upsert``, ``delete``, ``document_info``, ``list_documents``).
         embedder: Loaded embedder (``dim``, ``embed_passages``).
         settings: Chunking and thread settings.
-        notify: One-line messages.
         progress: ``(stage, done, total)`` callback, per document.
     """
 
-    def __init__(self, store, embedder, settings: Settings, notify: Callable[[str], None] | None = None,
+    def __init__(self, store, embedder, settings: Settings,
                  progress: Callable[[str, int, int], None] | None = None):
         self.store = store
         self.embedder = embedder
         self.settings = settings
-        self.notify = notify or (lambda message: None)
         self.progress = progress
 
     # --- one document -------------------------------------------------------------------------
@@ -104,6 +102,7 @@ class Ingestor:
         self.store.upsert(prepared, vectors[:n], vectors[n:], root=root, size=size, mtime_ns=mtime_ns)
 
     def _add_file(self, path: Path, doc_id: str, root: str, replace: bool, report: IngestReport) -> None:
+        path = path.absolute()
         existing = self.store.document_info(doc_id)
         stat = path.stat()
         if existing is not None and existing.size == stat.st_size and existing.mtime_ns == stat.st_mtime_ns \

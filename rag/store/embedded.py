@@ -89,7 +89,7 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
 
 
-def test_hook(stage: str) -> None:
+def crash_test_hook(stage: str) -> None:
     """Crash-test hook: ``RAG_TEST_CRASH=stage:n`` kills this process with SIGKILL the n-th time
     ``stage`` is reached (stages: ``upsert`` inside a document's transaction before COMMIT,
     ``committed`` after it, ``delete`` inside a removal); ``RAG_TEST_PAUSE_S`` sleeps at every
@@ -410,12 +410,12 @@ class EmbeddedStore:
                 self._add_units(conn, prepared.n_units)
                 conn.execute("INSERT INTO changes(op, doc_id, chunk_lo, chunk_hi) VALUES ('add', ?, ?, ?)",
                              (doc.doc_id, chunk_lo, chunk_lo + n_chunks - 1))
-                test_hook("upsert")
+                crash_test_hook("upsert")
             except BaseException:
                 self._term_ids = {}  # ids inserted by the rolled-back transaction do not exist
                 raise
         self.refresh()
-        test_hook("committed")
+        crash_test_hook("committed")
 
     def _add_units(self, conn: sqlite3.Connection, delta: int) -> None:
         conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + ? WHERE key = 'n_units'", (delta,))
@@ -440,7 +440,7 @@ class EmbeddedStore:
     def delete(self, doc_id: str) -> bool:
         with self._writer.held(), self._transaction() as conn:
             removed = self._delete_locked(conn, doc_id)
-            test_hook("delete")
+            crash_test_hook("delete")
         self.refresh()
         return removed
 
@@ -639,6 +639,7 @@ class EmbeddedStore:
             self._dense, self._lexical = dense, lexical
             self._cache_generation = int(manifest["generation"])
             self._trained = int(manifest.get("dense_trained", dense.ntotal))
+            self._snapshots.cleanup()  # snapshots a killed save left unpublished
         except FileNotFoundError:
             reason = "no cache yet"
         except (ValueError, KeyError, TypeError) as err:
@@ -741,8 +742,9 @@ class EmbeddedStore:
             self._local = threading.local()
 
     def integrity_problems(self) -> list[str]:
-        """Cross-checks of the tables (a test and ``rag index --check`` aid): every document's
-        chunk and sentence rows are complete and consecutive, term unit counts add up."""
+        """Cross-checks of the tables (the crash tests run them after every kill): every
+        document's chunk and sentence rows are complete and consecutive, term unit counts add
+        up. Reads every row: meant for tests and diagnosis, not for large stores."""
         conn = self._conn()
         problems = []
         for doc_row, doc_id, chunk_lo, n_chunks, sentence_lo, n_sentences in conn.execute(
