@@ -44,7 +44,8 @@ def _progress_bar():
     def update(stage: str, done: int, total: int) -> None:
         bar = bars.get(stage)
         if bar is None:
-            bar = bars[stage] = tqdm(total=total, desc=stage, unit="text", file=sys.stderr, leave=False)
+            bar = bars[stage] = tqdm(total=total, desc=stage, unit="doc" if stage == "documents" else "text",
+                                     file=sys.stderr, leave=False)
         bar.update(done - bar.n)
         if done >= total:
             bar.close()
