@@ -3,8 +3,8 @@
 Prints index build time and characters/second (model load included), retrieval and end-to-end
 latency p50/p95 over the gold questions, and peak memory (RSS), for
 
-* ours: the shared pipeline (offline e5 model + FAISS + bm25s, fused, extractive answer), built
-  into a temporary index directory (the converted model is reused from ``RAG_HOME``);
+* ours: the shared pipeline (offline e5 model + store with FAISS and BM25, fused, extractive
+  answer), built into a temporary store folder (the converted model is reused from ``RAG_HOME``);
 * baseline: rank_bm25 ``BM25Okapi`` over plain jieba tokens of the same chunks, no answerer.
 
 Each side runs in its own subprocess so peak memory is its own. Targets (issue "main job"): warm
@@ -45,14 +45,15 @@ def phase_ours(repeat: int) -> dict:
 
     questions = [q.question for q in load_gold(ROOT / "eval" / "gold.jsonl")]
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings.from_env(index_dir=Path(tmp) / "index")
+        settings = Settings.from_env(index_dir=Path(tmp) / "store")
         started = time.perf_counter()
         pipeline = Pipeline(settings, notify=lambda m: None)
         pipeline.embedder.warm_up()
         load_s = time.perf_counter() - started
         pipeline.warm_up()
         build_s = time.perf_counter() - started
-        chars = sum(len(d.text) for d in pipeline.index.documents.values())
+        infos = pipeline.documents()
+        chars = sum(i.chars for i in infos)
         for q in questions[:3]:  # warm caches (jieba, torch kernels)
             pipeline.ask(q)
         retrieve, embed, total = [], [], []
@@ -63,7 +64,7 @@ def phase_ours(repeat: int) -> dict:
                 embed.append(answer.timings_ms["embed"])
                 total.append(answer.timings_ms["total"])
         return {"side": "ours", "model_load_s": load_s, "index_build_s": build_s, "chars": chars,
-                "chars_per_s": chars / build_s, "chunks": len(pipeline.index.chunks),
+                "chars_per_s": chars / build_s, "chunks": sum(i.chunks for i in infos),
                 "embed_p50_ms": _pct(embed, 50), "retrieve_p50_ms": _pct(retrieve, 50),
                 "retrieve_p95_ms": _pct(retrieve, 95), "e2e_p50_ms": _pct(total, 50),
                 "e2e_p95_ms": _pct(total, 95), "questions": len(total), "peak_rss_mb": _peak_rss_mb()}
@@ -75,14 +76,14 @@ def phase_baseline(repeat: int) -> dict:
 
     from rag.chunking import chunk_corpus
     from rag.config import Settings
-    from rag.corpus import load_corpus
     from rag.gold import load_gold
+    from rag.ingest.prepare import load_documents
 
     jieba.setLogLevel(60)
     questions = [q.question for q in load_gold(ROOT / "eval" / "gold.jsonl")]
     settings = Settings.from_env()
     started = time.perf_counter()
-    docs = load_corpus(settings.corpus_dir)
+    docs = load_documents(settings.corpus_dir)
     chunks, _ = chunk_corpus(docs, settings.chunk_size, settings.chunk_overlap)
     bm25 = BM25Okapi([list(jieba.cut_for_search(c.clean)) or [""] for c in chunks])
     build_s = time.perf_counter() - started

@@ -1,4 +1,4 @@
-"""Command line: ``rag index | ask | eval | serve | model check``.
+"""Command line: ``rag ask | add | remove | sync | docs | index | eval | serve | model check``.
 
 Every subcommand goes through :class:`rag.pipeline.Pipeline`; nothing here re-implements
 retrieval or answering. Errors from the library print ``error: ...`` (and the fix) on stderr and
@@ -29,10 +29,10 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--corpus", type=Path, help="folder of UTF-8 .txt files (default: the bundled seeds/)")
+    p.add_argument("--corpus", type=Path, help="corpus folder (default: the bundled seeds/; env RAG_CORPUS_DIR)")
     p.add_argument("--model", help="sentence-transformers model id or path (default: offline multilingual-e5-small)")
-    p.add_argument("--home", type=Path, help="cache directory for model and indexes (env RAG_HOME)")
-    p.add_argument("--index-dir", type=Path, help="index directory (default: one per corpus under RAG_HOME)")
+    p.add_argument("--home", type=Path, help="cache directory for model and stores (env RAG_HOME)")
+    p.add_argument("--index-dir", type=Path, help="store folder (default: one per corpus folder under RAG_HOME)")
 
 
 def _progress_bar():
@@ -44,7 +44,8 @@ def _progress_bar():
     def update(stage: str, done: int, total: int) -> None:
         bar = bars.get(stage)
         if bar is None:
-            bar = bars[stage] = tqdm(total=total, desc=stage, unit="text", file=sys.stderr, leave=False)
+            bar = bars[stage] = tqdm(total=total, desc=stage, unit="doc" if stage == "documents" else "text",
+                                     file=sys.stderr, leave=False)
         bar.update(done - bar.n)
         if done >= total:
             bar.close()
@@ -59,17 +60,15 @@ def cmd_index(args: argparse.Namespace) -> int:
 
     pipeline = Pipeline(_settings(args), progress=_progress_bar())
     if args.rebuild:
-        pipeline.embedder.warm_up()
         pipeline.rebuild()
-    else:
-        pipeline.warm_up()
+    pipeline.warm_up()
     info = pipeline.health()
     info["build_ms"] = pipeline.index_build_ms
     if args.json:
         print(json.dumps(info, ensure_ascii=False, indent=1))
     else:
         built = "built" if pipeline.index_build_ms is not None else "up to date"
-        print(f"index {built}: {info['documents']} documents, {info['chunks']} chunks, "
+        print(f"store {built}: {info['documents']} documents, {info['chunks']} chunks, "
               f"{info['sentences']} sentences, model {info['model_id']} ({info['dim']}-dim)\n  {info['index_dir']}")
         if pipeline.index_build_ms is not None:
             print(f"  build time {pipeline.index_build_ms / 1000:.1f} s")
@@ -88,23 +87,35 @@ def _highlight(text: str, enabled: bool) -> str:
     return _HIGHLIGHT.sub(lambda m: f"\033[1;33m{m.group(0)}\033[0m", text)
 
 
-def _source_location(settings: Settings, doc_id: str, line: int) -> str:
-    path = Path(settings.corpus_dir) / f"{doc_id}.txt"
+def _source_location(pipeline, citation) -> str:
+    """``path:line`` of a cited span for a ``.txt``/``.md`` file still on disk, ``path p.N`` for
+    a PDF page, else the document id."""
     try:
-        shown = path.resolve().relative_to(Path.cwd())
+        source = pipeline.document(citation.doc_id).path
+    except RagError:
+        source = ""
+    if not source:
+        return citation.doc_id
+    path = Path(source)
+    try:
+        path = path.relative_to(Path.cwd())
     except ValueError:
-        shown = path
-    return f"{shown}:{line}"
+        pass
+    if citation.page is not None:
+        return f"{path} p.{citation.page}"
+    if path.suffix.lower() in (".txt", ".md", ".markdown"):
+        return f"{path}:{citation.line}"
+    return str(path)
 
 
-def format_answer(answer, settings: Settings, color: bool = False) -> str:
+def format_answer(answer, pipeline, color: bool = False) -> str:
     """Readable multi-line rendering of an :class:`~rag.types.Answer` for the terminal."""
     lines = [_highlight(answer.answer, color), ""]
     if answer.citations:
         lines.append("来源：" if not answer.low_confidence else "可能相关的片段（低置信度）：")
         for c in answer.citations:
             date = f"，{c.date}" if c.date else ""
-            lines.append(f"[{c.id}] 《{c.title}》{date}  {_source_location(settings, c.doc_id, c.line)}")
+            lines.append(f"[{c.id}] 《{c.title or c.doc_id}》{date}  {_source_location(pipeline, c)}")
             lines.append(f"    {c.url}")
     elif answer.hits:
         lines.append("检索到的段落：")
@@ -124,7 +135,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(answer.to_dict(), ensure_ascii=False))
     else:
-        print(format_answer(answer, settings, color=sys.stdout.isatty() and not os.environ.get("NO_COLOR")))
+        print(format_answer(answer, pipeline, color=sys.stdout.isatty() and not os.environ.get("NO_COLOR")))
     return 0
 
 
@@ -173,6 +184,74 @@ def _ask_stream(pipeline, args: argparse.Namespace) -> int:
     return status
 
 
+# --- rag add / remove / sync / docs ----------------------------------------------------------
+
+def _print_report(report, as_json: bool) -> int:
+    """Print an ingest report; exit 0 when every item went in, 2 when some failed."""
+    if as_json:
+        print(json.dumps(report.to_dict(), ensure_ascii=False, indent=1))
+    else:
+        for label, ids in (("added", report.added), ("re-indexed", report.replaced),
+                           ("unchanged", report.unchanged), ("removed", report.removed)):
+            if ids:
+                shown = ", ".join(ids[:8]) + (f", … ({len(ids)} in all)" if len(ids) > 8 else "")
+                print(f"{label}: {shown}")
+        for path, reason in report.skipped:
+            print(f"skipped {path}: {reason}", file=sys.stderr)
+        for item, message in report.failed:
+            print(f"error: {item}: {message}", file=sys.stderr)
+        print(f"done in {report.seconds:.1f} s ({report.embedded_texts} texts embedded)")
+    return 2 if report.failed else 0
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    from .pipeline import Pipeline
+
+    pipeline = Pipeline(_settings(args), progress=_progress_bar(), auto_index=False)
+    return _print_report(pipeline.add(args.paths, doc_id=args.id, replace=args.replace), args.json)
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    from .pipeline import Pipeline
+
+    return _print_report(Pipeline(_settings(args), auto_index=False).remove(args.doc_ids), args.json)
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from .pipeline import Pipeline
+
+    settings = _settings(args)
+    if args.dir is not None:
+        settings = settings.replace(corpus_dir=args.dir)
+    pipeline = Pipeline(settings, progress=_progress_bar(), auto_index=False)
+    return _print_report(pipeline.sync(settings.corpus_dir), args.json)
+
+
+def cmd_docs(args: argparse.Namespace) -> int:
+    from .pipeline import Pipeline
+
+    pipeline = Pipeline(_settings(args), auto_index=False)
+    if args.doc_id is not None:
+        doc = pipeline.document(args.doc_id)
+        info = pipeline.document_info(args.doc_id).to_dict()
+        if args.json:
+            info.update(text=doc.text, path=doc.path, page_starts=list(doc.pages))
+            print(json.dumps(info, ensure_ascii=False, indent=1))
+        else:
+            print(f"{doc.doc_id}  《{doc.title}》  {doc.date or ''}  {doc.format}  {info['chunks']} chunks  "
+                  f"added {info['added']}\n")
+            print(doc.text)
+        return 0
+    infos = pipeline.documents()
+    if args.json:
+        print(json.dumps([i.to_dict() for i in infos], ensure_ascii=False, indent=1))
+    else:
+        for i in infos:
+            print(f"{i.doc_id}\t{i.format}\t{i.chunks} chunks\t{i.date or '-'}\t{i.added}\t{i.title}")
+        print(f"{len(infos)} documents", file=sys.stderr)
+    return 0
+
+
 # --- rag eval / serve / model ---------------------------------------------------------------
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -203,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"rag {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("index", help="build (or check) the index of a corpus")
+    p = sub.add_parser("index", help="build (or check) the store of a corpus; --rebuild re-embeds everything")
     _add_common(p)
     p.add_argument("--rebuild", action="store_true", help="rebuild even if the index is up to date")
     p.add_argument("--json", action="store_true")
@@ -217,6 +296,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base-url", help="prefix for citation links (env RAG_BASE_URL)")
     p.add_argument("--json", action="store_true", help="print one JSON object (per question)")
     p.set_defaults(func=cmd_ask)
+
+    p = sub.add_parser("add", help="add files or folders (recursively) to the store")
+    p.add_argument("paths", nargs="+", type=Path, help="files (.txt .md .html .pdf .docx) or folders")
+    _add_common(p)
+    p.add_argument("--id", help="document id for a single file (default: path relative to the corpus "
+                                "folder without extension, or the file's stem)")
+    p.add_argument("--replace", action="store_true", help="overwrite a stored document with the same id")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_add)
+
+    p = sub.add_parser("remove", help="remove documents by id")
+    p.add_argument("doc_ids", nargs="+")
+    _add_common(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_remove)
+
+    p = sub.add_parser("sync", help="make the store match a folder (default: the corpus folder)")
+    p.add_argument("dir", nargs="?", type=Path, help="folder to sync (it becomes the corpus of the store)")
+    _add_common(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_sync)
+
+    p = sub.add_parser("docs", help="list documents, or show one with its stored text")
+    p.add_argument("doc_id", nargs="?")
+    _add_common(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_docs)
 
     p = sub.add_parser("eval", help="score the bot on a gold question set")
     _add_common(p)

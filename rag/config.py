@@ -38,12 +38,13 @@ class Settings:
     """All tunables. Every field can be set with ``RAG_<FIELD_NAME_UPPER>``.
 
     Attributes:
-        home: Cache root for the converted model and indexes (``RAG_HOME``).
-        corpus_dir: Folder of UTF-8 ``.txt`` files (``RAG_CORPUS_DIR``); default the bundled
-            ``seeds/``.
+        home: Cache root for the converted model and the stores (``RAG_HOME``).
+        corpus_dir: Folder of documents (``RAG_CORPUS_DIR``; ``.txt .md .html .pdf .docx``, read
+            recursively); default the bundled ``seeds/``.
         model: Embedding model: ``""`` = offline default ``multilingual-e5-small``, else a
             sentence-transformers hub id or local path (``RAG_MODEL``).
-        index_dir: Index directory; ``None`` = ``home/indexes/<corpus name>-<path hash>``.
+        index_dir: Store folder; ``None`` = ``home/stores/<corpus name>-<path hash>`` (one store
+            per corpus folder).
         chunk_size: Target chunk length in characters of cleaned text (soft; whole sentences).
         chunk_overlap: Characters of trailing sentences repeated at the start of the next chunk.
         section_context: 1 to prepend each chunk's section headings to the text embedded and
@@ -82,7 +83,8 @@ class Settings:
         answer_max_chars: Soft cap on the length of a list/summary answer (characters).
         batch_size: Encoding batch size for indexing.
         api_key: Bearer key of the HTTP API (``RAG_API_KEY``); empty = no key. When set, every
-            route but the health probes and the chat page needs ``Authorization: Bearer <key>``.
+            route but the health probes and the chat page needs ``Authorization: Bearer <key>``;
+            the document write endpoints always need it (403 while no key is configured).
         workers: Server processes ``rag serve`` starts, each with its own model copy.
         server_threads: Pipeline calls running at once in one server process. 1: the encoder
             runs on one torch thread and the answerer holds the GIL, so a second thread in the
@@ -91,6 +93,10 @@ class Settings:
         body_timeout: Seconds a request body may take to arrive before a 408 (a 64 KiB body at
             6.4 KiB/s; slower senders only hold a connection open).
         cors_origins: Comma-separated origins allowed by CORS; empty = CORS off.
+        write_wait_s: Seconds a second writer (``rag add``/``sync``/``remove``, an upload) waits
+            for the store's writer lock before failing with "busy" (10: longer than adding one
+            small document takes, short enough for a person at a terminal).
+        max_upload_bytes: Largest accepted document upload (20 MiB: a long PDF report).
     """
 
     home: Path = field(default_factory=_default_home)
@@ -122,6 +128,8 @@ class Settings:
     server_threads: int = 1
     body_timeout: float = 10.0
     cors_origins: str = ""
+    write_wait_s: float = 10.0
+    max_upload_bytes: int = 20 * 1024 * 1024
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
@@ -162,12 +170,12 @@ class Settings:
 
     @property
     def resolved_index_dir(self) -> Path:
-        """Index directory: explicit ``index_dir`` or one per corpus folder under ``home``."""
+        """Store folder: explicit ``index_dir`` or one per corpus folder under ``home``."""
         if self.index_dir is not None:
             return self.index_dir
-        corpus = self.corpus_dir.resolve()
+        corpus = self.corpus_dir.expanduser().resolve()
         tag = hashlib.sha1(str(corpus).encode("utf-8")).hexdigest()[:10]
-        return self.home / "indexes" / f"{corpus.name}-{tag}"
+        return self.home / "stores" / f"{corpus.name}-{tag}"
 
     @property
     def model_id(self) -> str:

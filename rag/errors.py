@@ -102,3 +102,52 @@ class CacheDirError(RagError):
     """``RAG_HOME`` (or the default cache dir) cannot be created or written."""
 
     exit_code = 4
+
+
+class IngestError(RagError):
+    """One file cannot be ingested (unknown format, no text layer, encrypted, undecodable, empty).
+
+    Ingestion of a batch reports it for that file and goes on with the others.
+    """
+
+    exit_code = 2
+    http_status = 422
+
+
+class UnsupportedFormatError(IngestError):
+    """The file's extension is not one of the readable formats."""
+
+    http_status = 415
+
+
+class NoTextError(IngestError):
+    """The file holds no text: a PDF without a text layer (a scan), an empty file or page."""
+
+
+class EncryptedDocumentError(IngestError):
+    """The file is encrypted and cannot be opened without a password."""
+
+
+class UndecodableTextError(IngestError):
+    """A text file whose encoding cannot be determined (not UTF-8, UTF-16 or a detected one)."""
+
+
+class BadDocumentIdError(RagError):
+    """A document id that cannot be used (empty, ``..``, control characters, too long)."""
+
+    exit_code = 2
+    http_status = 422
+
+
+class DocumentExistsError(RagError):
+    """A document with this id already exists with other content (use ``--replace``)."""
+
+    exit_code = 2
+    http_status = 409
+
+
+class StoreBusyError(RagError):
+    """Another process holds the store's writer lock for longer than the wait allows."""
+
+    exit_code = 5
+    http_status = 503

@@ -50,8 +50,8 @@ def run_gold(pipeline, gold: Sequence[GoldQuestion], mode: str = "hybrid", top_k
 
 
 def score(pipeline, gold: Sequence[GoldQuestion], records: list[dict]) -> dict:
-    """:func:`rag.metrics.score_records` with the corpus texts for citation validity."""
-    raw = {doc_id: doc.text for doc_id, doc in pipeline.index.documents.items()}
+    """:func:`rag.metrics.score_records` with the stored texts for citation validity."""
+    raw = {info.doc_id: pipeline.document(info.doc_id).text for info in pipeline.documents()}
     return score_records(list(gold), records, raw_texts=raw)
 
 
@@ -126,9 +126,9 @@ def default_variants(settings: Settings) -> list[Variant]:
 
 def run_ablation(settings: Settings, gold: Sequence[GoldQuestion], variants: Iterable[Variant],
                  embedder=None, notify=None) -> list[tuple[Variant, dict]]:
-    """Score every variant on ``gold``; one index per chunk setting (built once, cached under
-    ``home/indexes/ablation-*`` for non-default chunking), one embedder and one query vector per
-    question for the whole run."""
+    """Score every variant on ``gold``; one store per chunk setting (built once, kept next to the
+    default store as ``<store>-ablation-*`` for non-default chunking), one embedder and one query
+    vector per question for the whole run."""
     from .pipeline import Pipeline
 
     pipelines: dict[tuple[int, int, int], Pipeline] = {}

@@ -27,6 +27,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 
+from rag.ingest.normalize import FOLD_TABLE
 from rag.types import Span
 
 # --- character classes ---------------------------------------------------------------------
@@ -140,8 +141,10 @@ def clean_with_offsets(raw: str, start: int = 0, end: int | None = None) -> tupl
     Cleanup: whitespace runs (layout line breaks, spaces, BOM/zero-width characters) are removed,
     except that one space is kept between two ASCII characters (``N95 mask``); half-width
     ``,:;?!()`` next to CJK text (judged on the nearest non-space neighbours in the *whole* raw
-    text, so a substring cleans exactly as it does inside a longer range) become ``，：；？！（）``.
-    Every other character is copied unchanged, so the map is one raw offset per clean character.
+    text, so a substring cleans exactly as it does inside a longer range) become ``，：；？！（）``;
+    Kangxi/CJK radical and compatibility code points become the ideographs they stand for
+    (:data:`rag.ingest.normalize.FOLD_TABLE`, so ``⺠生`` is searched as ``民生``). Every other
+    character is copied unchanged, so the map is one raw offset per clean character.
 
     Args:
         raw: The raw document text.
@@ -174,6 +177,8 @@ def clean_with_offsets(raw: str, start: int = 0, end: int | None = None) -> tupl
             pending_ws = None
         if ch in _HALF_TO_FULL and _next_to_cjk(raw, i):
             ch = _HALF_TO_FULL[ch]
+        elif ch >= "\u2e80":
+            ch = FOLD_TABLE.get(ord(ch), ch)
         out.append(ch)
         offsets.append(i)
     return "".join(out), offsets

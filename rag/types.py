@@ -1,25 +1,30 @@
-"""Frozen value types shared by every layer (corpus, index, retriever, answerer, CLI, server).
+"""Frozen value types shared by every layer (ingest, store, retriever, answerer, CLI, server).
 
-Offsets are half-open ``[start, end)`` code-point indices into the *raw* text of the source file,
-so ``raw[start:end] == text`` holds for every span-bearing object below.
+Offsets are half-open ``[start, end)`` code-point indices into a document's *stored text* (for a
+``.txt`` file the decoded file itself; see :mod:`rag.ingest.readers`), so
+``stored[start:end] == text`` holds for every span-bearing object below.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
 @dataclass(frozen=True)
 class Document:
-    """One archive file.
+    """One archive document.
 
     Attributes:
-        doc_id: File stem, e.g. ``"000_f5ea1269c607c469"``.
-        path: Absolute path of the ``.txt`` file.
-        title: First heading line (stripped), ``""`` if none.
+        doc_id: Path relative to the corpus root without extension, e.g. ``"000_f5ea1269c607c469"``.
+        path: Absolute path of the source file (``""`` for an upload).
+        title: Title (file metadata or first heading line), ``""`` if none.
         date: ISO date ``YYYY-MM-DD`` stated in the text, or ``None``.
-        text: Raw file content exactly as decoded from UTF-8 (offsets address this string).
+        text: Stored text (offsets address this string).
+        format: ``txt``, ``md``, ``html``, ``pdf`` or ``docx``.
+        pages: For a PDF, the start offset of each page in ``text`` (``pages[0] == 0``); empty
+            otherwise.
     """
 
     doc_id: str
@@ -27,10 +32,18 @@ class Document:
     title: str
     date: str | None
     text: str
+    format: str = "txt"
+    pages: tuple[int, ...] = ()
+
+    def page_of(self, offset: int) -> int | None:
+        """1-based page holding ``offset`` (code points), or None for a document without pages."""
+        if not self.pages:
+            return None
+        return max(1, bisect_right(self.pages, offset))
 
     def to_dict(self, with_text: bool = False) -> dict[str, Any]:
         out = {"doc_id": self.doc_id, "path": self.path, "title": self.title, "date": self.date,
-               "chars": len(self.text)}
+               "format": self.format, "chars": len(self.text)}
         if with_text:
             out["text"] = self.text
         return out
@@ -100,6 +113,7 @@ class Hit:
         score: Fused relevance score, higher is better; range depends on the retriever and is
             documented there (hybrid: [0, 1]).
         scores: Per-retriever component scores (e.g. ``{"dense": 0.83, "bm25": 12.1}``).
+        page: 1-based PDF page where the chunk starts, None for documents without pages.
     """
 
     rank: int
@@ -111,10 +125,11 @@ class Hit:
     text: str
     title: str = ""
     scores: dict[str, float] = field(default_factory=dict)
+    page: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"rank": self.rank, "chunk_id": self.chunk_id, "doc_id": self.doc_id,
-                "title": self.title, "start": self.start, "end": self.end,
+                "title": self.title, "start": self.start, "end": self.end, "page": self.page,
                 "score": round(float(self.score), 6), "text": self.text,
                 "scores": {k: round(float(v), 6) for k, v in self.scores.items()}}
 
@@ -129,7 +144,8 @@ class Citation:
         start, end: Raw code-point offsets; ``text == raw[start:end]``.
         text: The quoted span, verbatim.
         url: Link to the highlighted span, ``{base_url}/sources/{doc_id}?start=..&end=..``.
-        line: 1-based line number in the source file where the span starts.
+        line: 1-based line number in the stored text where the span starts.
+        page: 1-based PDF page where the span starts, None for documents without pages.
     """
 
     id: int
@@ -141,6 +157,7 @@ class Citation:
     text: str
     url: str
     line: int
+    page: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -10,6 +10,7 @@ Endpoints (questions go to one warm :class:`rag.pipeline.Pipeline` per process):
     GET  /api/search?q=&top_k=    {"question", "hits": [...]}
     GET  /sources/{doc_id}        HTML page of a document, ``?start=&end=`` highlights a span
     GET  /api/sources/{doc_id}    {doc_id, title, date, text, chars}
+    GET|POST /api/documents, DELETE /api/documents/{doc_id}   the document store (server/documents.py)
     GET  /healthz                 liveness: answers at once, never waits for the model or questions
     GET  /readyz                  readiness: 200 with model and index facts once loaded, else 503
     GET  /                        the chat page (server/static/index.html)
@@ -61,6 +62,7 @@ from rag.types import Answer
 from .chat import apply_limits, format_content, retrieval_question, split_for_stream, usage
 from .middleware import (MAX_BODY_BYTES, ApiKeyMiddleware, BodyMiddleware, error_response,
                          is_json_content_type)
+from .documents import router as documents_router
 from .schemas import MAX_TOP_K, AskRequest, ChatCompletionRequest, Mode
 
 #: The one model id this server lists at ``/v1/models`` (any requested ``model`` is answered).
@@ -402,14 +404,20 @@ def create_app(settings: Settings | None = None, pipeline=None, cors_origins: Se
     app.state.pipeline = pipeline
     app.state.settings = settings
     _install_error_handlers(app)
-    app.add_middleware(BodyMiddleware, max_bytes=MAX_BODY_BYTES, timeout=settings.body_timeout)
+    # Uploads get their own size limit (plus room for the multipart envelope) and a time limit
+    # for that size at 256 KiB/s, a slow but working uplink.
+    upload_bytes = settings.max_upload_bytes + 64 * 1024
+    app.add_middleware(BodyMiddleware, max_bytes=MAX_BODY_BYTES, timeout=settings.body_timeout,
+                       path_limits={"/api/documents": (upload_bytes, max(settings.body_timeout,
+                                                                         upload_bytes / (256 * 1024)))})
+    app.include_router(documents_router)
     if settings.api_key.strip():
         app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key.strip())
     if cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
         app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins),
-                           allow_methods=["GET", "HEAD", "POST", "OPTIONS"], allow_headers=["*"])
+                           allow_methods=["GET", "HEAD", "POST", "DELETE", "OPTIONS"], allow_headers=["*"])
 
     model_card = {"id": MODEL_ID, "object": "model", "created": created, "owned_by": "liaoyuan-rag"}
 
@@ -501,14 +509,14 @@ def create_app(settings: Settings | None = None, pipeline=None, cors_origins: Se
         hits = await run_question(request, pipeline.retrieve, question, top_k, mode)
         return {"question": question, "hits": [h.to_dict() for h in hits]}
 
-    @app.get("/api/sources/{doc_id}", tags=["sources"])
+    @app.get("/api/sources/{doc_id:path}", tags=["sources"])
     async def api_source(doc_id: str, request: Request) -> dict:
         """``{doc_id, title, date, text, chars}`` of one corpus document (404 when unknown)."""
         doc = await run_light(request, pipeline.document, doc_id)
         return {"doc_id": doc.doc_id, "title": doc.title, "date": doc.date, "text": doc.text,
                 "chars": len(doc.text)}
 
-    @app.get("/sources/{doc_id}", response_class=HTMLResponse, tags=["sources"])
+    @app.get("/sources/{doc_id:path}", response_class=HTMLResponse, tags=["sources"])
     async def source_page(doc_id: str, request: Request, start: int | None = Query(None),
                           end: int | None = Query(None)) -> HTMLResponse:
         """HTML view of a document; ``start``/``end`` (code points, half-open) highlight a span."""

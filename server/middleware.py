@@ -94,17 +94,22 @@ class BodyMiddleware:
     * A JSON body (by Content-Type) that is not valid UTF-8 or holds lone surrogates: 400 with
       the place of the bad text (see :func:`describe_bad_text`).
     * The client left while sending: nothing runs.
+
+    ``path_limits`` gives some paths (document uploads) their own ``(max_bytes, timeout)``.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES, timeout: float = 10.0):
+    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES, timeout: float = 10.0,
+                 path_limits: dict[str, tuple[int, float]] | None = None):
         self.app = app
         self.max_bytes = max_bytes
         self.timeout = timeout
+        self.path_limits = path_limits or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes, timeout = self.path_limits.get(scope.get("path", ""), (self.max_bytes, self.timeout))
         content_type = None
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
@@ -113,29 +118,29 @@ class BodyMiddleware:
                 except ValueError:
                     await error_response(400, "invalid Content-Length")(scope, receive, send)
                     return
-                if declared > self.max_bytes:
-                    await self._too_big(scope, receive, send)
+                if declared > max_bytes:
+                    await self._too_big(max_bytes, scope, receive, send)
                     return
             elif name == b"content-type":
                 content_type = value.decode("latin-1")
         chunks: list[bytes] = []
         size = 0
-        with anyio.move_on_after(self.timeout) as deadline:
+        with anyio.move_on_after(timeout) as deadline:
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":
                     return
                 body = message.get("body", b"")
                 size += len(body)
-                if size > self.max_bytes:
-                    await self._too_big(scope, receive, send)
+                if size > max_bytes:
+                    await self._too_big(max_bytes, scope, receive, send)
                     return
                 chunks.append(body)
                 if not message.get("more_body", False):
                     break
         if deadline.cancelled_caught:
             await error_response(
-                408, f"the request body did not arrive within {self.timeout:g} s",
+                408, f"the request body did not arrive within {timeout:g} s",
                 code="body_timeout", hint="send the whole body at once (RAG_BODY_TIMEOUT sets the limit)",
                 headers={"Connection": "close"})(scope, receive, send)
             return
@@ -156,8 +161,8 @@ class BodyMiddleware:
 
         await self.app(scope, replay, send)
 
-    async def _too_big(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await error_response(413, f"the request body exceeds {self.max_bytes} bytes", code="body_too_large",
+    async def _too_big(self, max_bytes: int, scope: Scope, receive: Receive, send: Send) -> None:
+        await error_response(413, f"the request body exceeds {max_bytes} bytes", code="body_too_large",
                              headers={"Connection": "close"})(scope, receive, send)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from rag.chunking import chunk_corpus, chunk_document, plan_chunks
-from rag.corpus import load_corpus
+from rag.ingest.prepare import load_documents as load_corpus
 from rag.text import document_spans
 from rag.types import Document
 

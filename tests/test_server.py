@@ -106,11 +106,11 @@ def sse_events(text: str) -> list:
 # --- start-up, health, pages -----------------------------------------------------------------
 
 def test_warm_up_once_at_start_and_stays_warm(client, pipeline):
-    assert pipeline._index is not None  # loaded by the lifespan's background warm-up
-    index, warm_calls = pipeline._index, pipeline.embedder.warm_calls
+    assert pipeline._warm and pipeline._store is not None  # loaded by the lifespan's background warm-up
+    store, warm_calls = pipeline._store, pipeline.embedder.warm_calls
     for _ in range(3):
         assert client.post("/api/ask", json={"question": QUESTION}).status_code == 200
-    assert pipeline._index is index and pipeline.embedder.warm_calls == warm_calls
+    assert pipeline._store is store and pipeline.embedder.warm_calls == warm_calls
 
 
 def test_readyz_reports_model_and_index(client):

@@ -7,7 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from rag.corpus import read_raw
+from rag.ingest.readers import read_file
+
+
+def read_raw(path):
+    return read_file(path).text
 from rag.text import (
     DocumentLayout,
     clean_with_offsets,
