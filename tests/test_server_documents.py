@@ -24,7 +24,9 @@ def make_client(tmp_path, api_key: str = KEY, **kw):
     settings = Settings.from_env(env={}, home=tmp_path / "home", corpus_dir=corpus, chunk_size=60,
                                  chunk_overlap=0, api_key=api_key, **kw)
     pipeline = Pipeline(settings, embedder=FakeEmbedder(), notify=lambda m: None)
-    return TestClient(create_app(settings, pipeline=pipeline)), settings
+    # With a key set every route needs it (reads too), so the client sends it by default.
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    return TestClient(create_app(settings, pipeline=pipeline), headers=headers), settings
 
 
 @pytest.fixture
@@ -63,11 +65,15 @@ def test_list_upload_show_ask_delete(client):
 
 def test_writes_need_the_key(client, tmp_path):
     data = "备忘\n\n内容。\n".encode("utf-8")
-    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {KEY}"}):
-        resp = upload(client, "memo.txt", data, headers=headers)
+    keyless = TestClient(client.app)  # same running app, no default Authorization header
+    for c, headers in ((keyless, {}), (client, {"Authorization": "Bearer wrong"}),
+                       (client, {"Authorization": f"Basic {KEY}"})):
+        resp = upload(c, "memo.txt", data, headers=headers)
         assert resp.status_code == 401 and resp.headers.get("www-authenticate") == "Bearer"
-        assert client.delete("/api/documents/a_edu", headers=headers).status_code == 401
+        assert c.delete("/api/documents/a_edu", headers=headers).status_code == 401
+        assert c.get("/api/documents", headers=headers).status_code == 401  # reads too, with a key set
     assert client.get("/api/sources/a_edu").status_code == 200
+    assert client.get("/api/documents/a_edu").status_code == 200
 
 
 def test_writes_are_disabled_without_a_configured_key(tmp_path):

@@ -116,7 +116,7 @@ def test_two_workers_build_the_index_once_answer_and_survive_a_kill(fake_server_
     finally:
         status = _stop(proc)
     stderr = proc.stderr.read().decode("utf-8", "replace")
-    assert stderr.count("building the index") == 1, stderr
+    assert stderr.count("building the store of") == 1, stderr
     assert "Traceback" not in stderr, stderr
     assert status == 0
 
@@ -125,7 +125,7 @@ def test_two_workers_build_the_index_once_answer_and_survive_a_kill(fake_server_
         _ready_pids(url, 2, timeout=120, proc=proc)
     finally:
         _stop(proc)
-    assert "building the index" not in proc.stderr.read().decode("utf-8", "replace")
+    assert "building the store of" not in proc.stderr.read().decode("utf-8", "replace")
 
 
 def test_a_bad_corpus_stops_serve_before_any_worker_starts(tmp_path, fake_server_env):
