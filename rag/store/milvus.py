@@ -96,6 +96,11 @@ INSERT_BATCH = 500
 #: (:data:`rag.retriever.DENSE_POOL`); a pool of 30 already gave top-10 overlap 1.000 with the
 #: embedded store on the bundled archive's gold questions.
 LEXICAL_POOL = 100
+#: Committed changes whose term statistics are written together (and at the latest after
+#: STATS_BATCH_S seconds, and when the writer releases its lease): a batch writes each term row
+#: once instead of once per document; readers see a batch's documents in BM25 when it is applied.
+STATS_BATCH = 64
+STATS_BATCH_S = 5.0
 #: Writer lease: a writer renews it every LEASE_RENEW_S while held; another writer may take it
 #: when it is older than LEASE_TTL_S (the holder died) -- 3 missed renewals.
 LEASE_TTL_S = 60.0
@@ -363,6 +368,11 @@ class MilvusStore:
         self._closed = False
         self._shared = False
         self._ready = False
+        self._pending: list[dict] = []
+        self._pending_since = 0.0
+        self._dirty = False
+        self._next_gen = 0
+        self._totals: dict[str, int] = {}
         self._reset_caches()
         self.meta: dict[str, Any] = {}
         self._open(create)
@@ -704,19 +714,28 @@ class MilvusStore:
                     self._acquire_lease()
                     self._depth = 1
                     try:
-                        self._recover()
+                        self._begin_session()
                     except BaseException:
                         self._release_lease()
                         self._depth = 0
                         raise
                 else:
                     self._depth += 1
+                ok = False
                 try:
                     yield
+                    ok = True
+                except Exception:
+                    ok = True  # an ordinary error: what was committed is completed
+                    raise
                 finally:
                     self._depth -= 1
                     if self._depth == 0:
-                        self._release_lease()
+                        try:
+                            if ok:  # not on KeyboardInterrupt: the next writer completes it
+                                self._end_session()
+                        finally:
+                            self._release_lease()
         return held()
 
     def _lease_row(self) -> dict | None:
@@ -807,32 +826,31 @@ class MilvusStore:
         with self.writer():
             self._ensure_vector_collections(dim)
             old = self._doc_row(doc.doc_id, strong=True, cache=False)
-            stats = self._read_stats(strong=True)
-            gen = int(stats["gen"]) + 1
+            gen = self._take_generation()
             version = uuid.uuid4().hex[:16]
             cdf: Counter = Counter()
             tokens = 0
             for c in prepared.chunks:
                 cdf.update(c.terms.keys())
                 tokens += sum(c.terms.values())
-            # The sparse weights' avgdl: the archive's mean with this document, so the first
-            # document's chunks are weighted against themselves.
-            avgdl0 = (stats["tokens"] + tokens) / max(1, stats["chunks"] + n_chunks)
             deltas = {"documents": 0 if old else 1, "chunks": n_chunks, "sentences": n_sentences,
                       "units": prepared.n_units, "tokens": tokens}
             if old:
                 for key in ("chunks", "sentences", "units", "tokens"):
                     deltas[key] -= int(old[key])
-            self._upsert("kv", [self._kv(f"i:{gen:012d}", "intent", {
-                "op": "upsert", "doc_id": doc.doc_id, "gen": gen, "new": version,
-                "old": old["v"] if old else None, "old_parts": old["parts"] if old else None, "deltas": deltas},
-                doc.doc_id)])
+            # The sparse weights' avgdl: the archive's mean with this document, so the first
+            # document's chunks are weighted against themselves.
+            avgdl0 = (self._totals["tokens"] + deltas["tokens"]) / max(1, self._totals["chunks"] + deltas["chunks"])
             payload: list[dict] = []
             parts = {}
             for kind, value in (("text", doc.text), ("pages", list(doc.pages)), ("units", dict(prepared.unit_df)),
                                 ("cdf", dict(cdf))):
                 rows, parts[kind] = self._payload_rows(doc.doc_id, version, kind, value)
                 payload.extend(rows)
+            change = {"op": "upsert", "doc_id": doc.doc_id, "gen": gen, "new": version, "new_parts": parts,
+                      "old": old["v"] if old else None, "old_parts": old["parts"] if old else None,
+                      "deltas": deltas}
+            self._upsert("kv", [self._kv(f"i:{gen:012d}", "intent", change, doc.doc_id)])
             self._insert("kv", payload)
             sentence_base = gen << 24  # store-wide sentence ordinals: unique, adjacent within a document
             self._insert("sentences", [
@@ -861,15 +879,13 @@ class MilvusStore:
                    "mtime_ns": int(mtime_ns), "added": _now(), "chars": len(doc.text), "chunks": n_chunks,
                    "sentences": n_sentences, "pages": len(doc.pages), "units": prepared.n_units, "tokens": tokens,
                    "parts": parts, "sbase": sentence_base}
-            self._upsert("kv", [self._kv(f"d:{doc.doc_id}", "doc", row, doc.doc_id, version)])  # the commit
+            body = self._kv(f"d:{doc.doc_id}", "doc", row, doc.doc_id, version)
+            if _bytes(body["body"]) > VARCHAR_MAX_BYTES:
+                raise IngestError(f"{doc.doc_id}: its title and source path are over Milvus's "
+                                  f"{VARCHAR_MAX_BYTES}-byte VARCHAR limit", hint="shorten the file's title")
+            self._upsert("kv", [body])  # the commit
             crash_test_hook("milvus-committed")
-            self._apply_stats(gen, doc.doc_id, plus=(version, parts),
-                              minus=(old["v"], old["parts"]) if old else None, deltas=deltas)
-            crash_test_hook("milvus-stats")
-            if old:
-                self._drop_version(old["v"])
-            self._delete("kv", _in("key", [f"i:{gen:012d}"]))
-        self._after_write()
+            self._record_commit(change)
         crash_test_hook("committed")
 
     def delete(self, doc_id: str) -> bool:
@@ -878,19 +894,15 @@ class MilvusStore:
             old = self._doc_row(doc_id, strong=True, cache=False)
             if old is None:
                 return False
-            stats = self._read_stats(strong=True)
-            gen = int(stats["gen"]) + 1
+            gen = self._take_generation()
             deltas = {"documents": -1, "chunks": -int(old["chunks"]), "sentences": -int(old["sentences"]),
                       "units": -int(old["units"]), "tokens": -int(old["tokens"])}
-            self._upsert("kv", [self._kv(f"i:{gen:012d}", "intent", {
-                "op": "delete", "doc_id": doc_id, "gen": gen, "new": None, "old": old["v"],
-                "old_parts": old["parts"], "deltas": deltas}, doc_id)])
+            change = {"op": "delete", "doc_id": doc_id, "gen": gen, "new": None, "new_parts": None,
+                      "old": old["v"], "old_parts": old["parts"], "deltas": deltas}
+            self._upsert("kv", [self._kv(f"i:{gen:012d}", "intent", change, doc_id)])
             self._delete("kv", _in("key", [f"d:{doc_id}"]))  # the commit
             crash_test_hook("delete")
-            self._apply_stats(gen, doc_id, plus=None, minus=(old["v"], old["parts"]), deltas=deltas)
-            self._drop_version(old["v"])
-            self._delete("kv", _in("key", [f"i:{gen:012d}"]))
-        self._after_write()
+            self._record_commit(change)
         return True
 
     def touch(self, doc_id: str, size: int, mtime_ns: int) -> None:
@@ -904,77 +916,125 @@ class MilvusStore:
                 with self._lock:
                     self._docs.pop(doc_id, None)
 
+    def _take_generation(self) -> int:
+        gen = self._next_gen
+        self._next_gen += 1
+        return gen
+
+    def _record_commit(self, change: dict) -> None:
+        """A change is committed: its statistics wait in the batch (module docstring), which is
+        applied every :data:`STATS_BATCH` changes or :data:`STATS_BATCH_S` seconds, and when the
+        writer lease is released."""
+        self._pending.append(change)
+        self._dirty = True
+        for key in self._totals:
+            self._totals[key] += int(change["deltas"].get(key, 0))
+        if len(self._pending) >= STATS_BATCH or time.monotonic() - self._pending_since >= STATS_BATCH_S:
+            self._apply_batch()
+
+    def _apply_batch(self) -> None:
+        changes, self._pending = self._pending, []
+        self._pending_since = time.monotonic()
+        if changes:
+            self._apply(changes)
+
     def _drop_version(self, version: str) -> None:
         for kind in ("chunks", "sentences") if self._ready else ():
             self._delete(kind, f"version == {_lit(version)}")
         self._delete("kv", f'kind == "part" and version == {_lit(version)}')
 
-    def _apply_stats(self, gen: int, doc_id: str, plus: tuple[str, dict] | None, minus: tuple[str, dict] | None,
-                     deltas: dict[str, int]) -> None:
-        """Add a change's term counts and totals, once: every row records the generation that last
-        changed it, and a row already at ``gen`` is left alone (a replay after a crash)."""
+    def _apply(self, changes: list[dict]) -> None:
+        """Apply committed changes' term counts and totals, once, then drop the versions they
+        replaced and their intents. Every term row and the statistics row record the generation
+        that last changed them; a replay after a crash (the same changes: intents go last) leaves
+        rows already at the batch's generation alone."""
+        gen = max(int(c["gen"]) for c in changes)
         stats = self._read_stats(strong=True)
-        if int(stats["gen"]) >= gen:
-            return
-        change: dict[str, list[int]] = {}
-        for sign, side in ((1, plus), (-1, minus)):
-            if side is None:
-                continue
-            version, parts = side
-            for kind, slot in (("units", 0), ("cdf", 1)):
-                counts = json.loads(self._read_payload(version, kind, int(parts[kind]), strong=True))
-                for term, count in counts.items():
-                    change.setdefault(term_key(term), [0, 0])[slot] += sign * int(count)
-        rows = self._by_keys("kv", list(change), ["body"], strong=True)
-        updated, emptied = [], []
-        for key, (du, dc) in change.items():
-            old = json.loads(rows[key]["body"]) if key in rows else {"u": 0, "c": 0, "g": 0}
-            if int(old["g"]) >= gen or (du == 0 and dc == 0):
-                continue
-            new = {"u": int(old["u"]) + du, "c": int(old["c"]) + dc, "g": gen}
-            updated.append(self._kv(key, "term", new))
-            if new["u"] <= 0 and new["c"] <= 0:
-                emptied.append(key)
-        self._upsert("kv", updated)
-        stats = {k: int(stats[k]) + int(deltas.get(k, 0)) for k in ("documents", "chunks", "sentences", "units", "tokens")}
-        stats["gen"] = gen
-        self._upsert("kv", [self._kv("stats", "stats", stats)])  # the generation: readers refresh
-        for i in range(0, len(emptied), IN_BATCH):  # after the stats row, so a replay never sees them missing
-            self._delete("kv", _in("key", emptied[i:i + IN_BATCH]))
+        if int(stats["gen"]) < gen:
+            delta: dict[str, list[int]] = {}
+            for c in changes:
+                for sign, version, parts in ((1, c["new"], c["new_parts"]), (-1, c["old"], c["old_parts"])):
+                    if not version:
+                        continue
+                    for kind, slot in (("units", 0), ("cdf", 1)):
+                        counts = json.loads(self._read_payload(version, kind, int(parts[kind]), strong=True))
+                        for term, count in counts.items():
+                            delta.setdefault(term_key(term), [0, 0])[slot] += sign * int(count)
+            rows = self._by_keys("kv", list(delta), ["body"], strong=True)
+            updated, emptied = [], []
+            for key, (du, dc) in delta.items():
+                old = json.loads(rows[key]["body"]) if key in rows else {"u": 0, "c": 0, "g": 0}
+                if int(old["g"]) >= gen or (du == 0 and dc == 0):
+                    continue
+                new = {"u": int(old["u"]) + du, "c": int(old["c"]) + dc, "g": gen}
+                updated.append(self._kv(key, "term", new))
+                if new["u"] <= 0 and new["c"] <= 0:
+                    emptied.append(key)
+            self._upsert("kv", updated)
+            totals = {k: int(stats[k]) + sum(int(c["deltas"].get(k, 0)) for c in changes)
+                      for k in ("documents", "chunks", "sentences", "units", "tokens")}
+            self._upsert("kv", [self._kv("stats", "stats", dict(totals, gen=gen))])  # readers refresh
+            crash_test_hook("milvus-stats")
+            for i in range(0, len(emptied), IN_BATCH):  # after the stats row: a replay never needs them
+                self._delete("kv", _in("key", emptied[i:i + IN_BATCH]))
+        for c in changes:
+            if c["old"]:
+                self._drop_version(c["old"])
+        keys = [f"i:{int(c['gen']):012d}" for c in changes]
+        for i in range(0, len(keys), IN_BATCH):
+            self._delete("kv", _in("key", keys[i:i + IN_BATCH]))
 
     def _recover(self) -> None:
-        """Finish or roll back what a killed writer left (its intent rows), oldest first."""
+        """Finish or roll back what a killed writer left (its intent rows): changes whose commit
+        happened are applied as one batch, an uncommitted one (the last) has its rows dropped."""
         intents = sorted((json.loads(r["body"]) for r in self._query("kv", 'kind == "intent"', ["body"],
                                                                    limit=QUERY_LIMIT, strong=True)),
                          key=lambda i: int(i["gen"]))
+        done = []
         for intent in intents:
             doc = self._doc_row(intent["doc_id"], strong=True, cache=False)
-            if intent["op"] == "upsert":
-                committed = doc is not None and doc["v"] == intent["new"]
+            gen = int(intent["gen"])
+            if intent["op"] == "upsert":  # a later change of the same document also proves the commit
+                committed = doc is not None and int(doc["gen"]) >= gen
             else:
-                committed = doc is None or doc["v"] != intent["old"]
-            if not committed:
-                self.notify(f"rolling back an unfinished write of {intent['doc_id']}")
-                if intent.get("new"):
-                    self._drop_version(intent["new"])
-            else:
-                self.notify(f"finishing an interrupted write of {intent['doc_id']}")
-                plus = (intent["new"], doc["parts"]) if intent["op"] == "upsert" else None
-                minus = (intent["old"], intent["old_parts"]) if intent.get("old") else None
-                self._apply_stats(int(intent["gen"]), intent["doc_id"], plus, minus, intent["deltas"])
-                if intent.get("old"):
-                    self._drop_version(intent["old"])
-            self._delete("kv", _in("key", [f"i:{int(intent['gen']):012d}"]))
+                committed = doc is None or int(doc["gen"]) > gen
+            if committed:
+                done.append(intent)
+                continue
+            self.notify(f"rolling back an unfinished write of {intent['doc_id']}")
+            if intent.get("new"):
+                self._drop_version(intent["new"])
+            self._delete("kv", _in("key", [f"i:{gen:012d}"]))
+        if done:
+            self.notify(f"finishing {len(done)} interrupted write(s)")
+            self._apply(done)
         if intents:
             self._after_write()
 
+    def _begin_session(self) -> None:
+        """At the lease's acquisition: repair, then number the session's changes."""
+        self._recover()
+        stats = self._read_stats(strong=True)
+        self._next_gen = int(stats["gen"]) + 1
+        self._totals = {k: int(stats[k]) for k in ("documents", "chunks", "sentences", "units", "tokens")}
+        self._pending, self._pending_since, self._dirty = [], time.monotonic(), False
+
+    def _end_session(self) -> None:
+        """At the lease's release: apply the waiting batch, flush (seal the written segments, so
+        they are indexed), and adopt this handle's own changes."""
+        self._apply_batch()
+        if self._dirty:
+            for kind in ("kv", "chunks", "sentences") if self._ready else ("kv",):
+                self._call(f"flush {self._name(kind)}", self._client.flush, self._name(kind))
+            self._dirty = False
+            self._after_write()
+
     def _after_write(self) -> None:
-        """Adopt this handle's own write at once (a reader's probe may lag by the staleness bound)."""
+        """Adopt this handle's own writes at once (a reader's probe may lag by the staleness bound)."""
         with self._lock:
             self._stats = self._read_stats(strong=True)
             self._generation = int(self._stats["gen"])
             self._reset_caches()
-            self.meta = self._read_meta()
 
     # --- documents ------------------------------------------------------------------------------
 
@@ -1306,11 +1366,13 @@ class MilvusStore:
         fresh.meta = fresh._read_meta()
         fresh._stats = fresh._read_stats(strong=True)
         fresh._generation = 0
+        fresh._begin_session()
         return fresh
 
     def activate(self, fresh: "MilvusStore") -> None:
         """Point the root at ``fresh``'s set, mark the old set as moved (readers re-open) and drop
         it; this handle then serves the new set."""
+        fresh._end_session()
         old_set = self._set
         self._upsert("root", [self._kv("active", "meta", {"set": fresh._set, "format": STORE_FORMAT})])
         stats = dict(self._read_stats(strong=True), moved=True)
