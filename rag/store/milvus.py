@@ -22,10 +22,12 @@ upsert), so a new version never overwrites the rows of the old one.
 
 **Crash safety without transactions.** Milvus has no transaction across rows or collections, so
 one upsert is: (1) an intent row naming the new version, (2) the new version's rows, (3) the
-document row pointing at the new version -- the commit marker --, (4) term statistics and the
-statistics row (the generation), each row tagged with the generation that last changed it so a
-replay never applies a change twice, (5) deletion of the old version's rows, (6) deletion of the
-intent. Readers only use rows whose version is the one their document row names, so rows of an
+document row pointing at the new version -- the commit marker --, then, for a batch of
+committed changes (:data:`STATS_BATCH` of them, :data:`STATS_BATCH_S` seconds, or the end of the
+writer's session), (4) term statistics and the statistics row (the generation), each row tagged
+with the generation that last changed it so a replay never applies a change twice, (5) deletion
+of the replaced versions' rows, (6) deletion of the intents. Until its batch is applied, a
+committed document is listed and readable but its terms are not yet in BM25's statistics. Readers only use rows whose version is the one their document row names, so rows of an
 unfinished write are invisible. The next writer replays or rolls back a leftover intent before
 anything else (:meth:`MilvusStore.writer`). A removal is the same with the document row deleted
 as its commit.
