@@ -339,3 +339,18 @@ def test_stored_rows_are_json_and_text_pieces(store_factory):
     assert body["v"] == row["version"] and body["chunks"] == store.document_info("deer").chunks
     text = store._read_payload(body["v"], "text", body["parts"]["text"])
     assert text == TEXTS["deer"]
+
+
+def test_a_collection_folder_left_by_a_killed_create_is_cleared_on_lite(tmp_path):
+    """Defect: a process killed inside Lite's ``create_collection`` left a folder without a schema,
+    and every later run failed with "File exists" (seen in the random-kill sync test)."""
+    uri = str(tmp_path / "lite.db")
+    (tmp_path / "lite.db" / "collections" / "t_left_root").mkdir(parents=True)
+    store = MilvusStore(uri, prefix="t_left", expect=STORE_META)
+    try:
+        with store.writer():
+            put(store, "deer")
+        assert store.document("deer").text == TEXTS["deer"]
+        assert store.integrity_problems() == []
+    finally:
+        store.close()

@@ -58,6 +58,7 @@ import logging
 import math
 import os
 import re
+import shutil
 import socket
 import threading
 import time
@@ -517,6 +518,8 @@ class MilvusStore:
                 params.add_index("vector", index_type="FLAT", metric_type="IP")
             params.add_index("doc_id", index_type="INVERTED")
             params.add_index("version", index_type="INVERTED")
+        if is_lite_uri(self.uri):
+            self._drop_lite_leftover(name)
         try:
             self._call(f"create {name}", self._client.create_collection, name,
                        schema=_schema("kv" if kind == "root" else kind, dim), consistency_level="Bounded")
@@ -526,6 +529,16 @@ class MilvusStore:
         # sync=False: pymilvus otherwise polls the (empty) index's state every 0.5 s.
         self._call(f"index {name}", self._client.create_index, name, params, sync=False)
         self._load(kind)
+
+    def _drop_lite_leftover(self, name: str) -> None:
+        """Milvus Lite only: a process killed inside ``create_collection`` leaves the collection's
+        folder without its schema file (unlisted), and every later create of that name then fails
+        with "File exists" (milvus_lite/db.py: ``makedirs`` before ``save_schema``). One process
+        opens a Lite file, so an unlisted folder is such a leftover, never another's collection."""
+        folder = Path(self.uri) / "collections" / name
+        if folder.is_dir() and name not in self._collections():
+            self.notify(f"removing {folder}, left by a process killed while creating it")
+            shutil.rmtree(folder)
 
     def _load(self, kind: str) -> None:
         """Load a collection into memory (needed before searches and queries, also after a
