@@ -354,3 +354,46 @@ def test_a_collection_folder_left_by_a_killed_create_is_cleared_on_lite(tmp_path
         assert store.integrity_problems() == []
     finally:
         store.close()
+
+
+def test_a_replace_then_removal_in_one_interrupted_session_is_finished(lite_uri, store_factory, monkeypatch):
+    """Defect: with statistics applied in batches, a writer killed after replacing then removing
+    one document left two committed intents; recovery judged the replace uncommitted (no document
+    row), dropped its rows, and the removal's replay then read them."""
+    store = store_factory()
+    for doc_id in TEXTS:
+        put(store, doc_id)
+
+    def boom(at):
+        if at == "delete":
+            raise KeyboardInterrupt(at)
+
+    monkeypatch.setattr(milvus_module, "crash_test_hook", boom)
+    with pytest.raises(KeyboardInterrupt):
+        with store.writer():
+            put(store, "deer", "梅花鹿产业调研\n\n今年东丰县新建鹿苑两处，存栏量保持稳定。\n")
+            store.delete("deer")
+    monkeypatch.undo()
+    reader = MilvusStore(lite_uri, prefix=store.prefix)
+    with reader.writer():  # recovery
+        pass
+    assert reader.integrity_problems() == []
+    assert reader.document("deer") is None
+    assert not reader.mentions("梅花鹿") and not reader.mentions("鹿苑")
+    assert not any(c.startswith("deer#") for c, _ in reader.lexical_search(tokenize("梅花鹿 鹿苑"), 10))
+    assert {i.doc_id for i in reader.list_documents()} == set(TEXTS) - {"deer"}
+
+
+def test_a_document_row_over_the_varchar_limit_is_refused_before_anything_is_written(store_factory):
+    from rag.ingest.prepare import prepare_document
+    from rag.types import Document
+
+    store = store_factory()
+    doc = Document(doc_id="deep", path="/src/" + "d" * 70_000 + ".txt", title="深处", date=None,
+                   text="深处\n\n正文一句。\n", format="txt", pages=())
+    p = prepare_document(doc, "sha-deep", STORE_META["chunk_size"], STORE_META["chunk_overlap"])
+    vectors = EMBEDDER.embed_passages(p.embedding_texts())
+    with pytest.raises(IngestError, match="source path"):
+        store.upsert(p, vectors[:len(p.chunks)], vectors[len(p.chunks):])
+    assert store._query("kv", 'kind == "intent"', ["key"], limit=10, strong=True) == []
+    assert store.list_documents() == [] and store.integrity_problems() == []

@@ -865,9 +865,19 @@ class MilvusStore:
             change = {"op": "upsert", "doc_id": doc.doc_id, "gen": gen, "new": version, "new_parts": parts,
                       "old": old["v"] if old else None, "old_parts": old["parts"] if old else None,
                       "deltas": deltas}
+            sentence_base = gen << 24  # store-wide sentence ordinals: unique, adjacent within a document
+            # The commit row is built first: a refusal then leaves nothing behind.
+            row = {"v": version, "gen": gen, "title": doc.title, "date": doc.date, "format": doc.format,
+                   "source": doc.path, "root": root, "sha256": prepared.sha256, "size": int(size),
+                   "mtime_ns": int(mtime_ns), "added": _now(), "chars": len(doc.text), "chunks": n_chunks,
+                   "sentences": n_sentences, "pages": len(doc.pages), "units": prepared.n_units, "tokens": tokens,
+                   "parts": parts, "sbase": sentence_base}
+            body = self._kv(f"d:{doc.doc_id}", "doc", row, doc.doc_id, version)
+            if _bytes(body["body"]) > VARCHAR_MAX_BYTES:
+                raise IngestError(f"{doc.doc_id}: its title and source path are over Milvus's "
+                                  f"{VARCHAR_MAX_BYTES}-byte VARCHAR limit", hint="shorten the file's title")
             self._upsert("kv", [self._kv(f"i:{gen:012d}", "intent", change, doc.doc_id)])
             self._insert("kv", payload)
-            sentence_base = gen << 24  # store-wide sentence ordinals: unique, adjacent within a document
             self._insert("sentences", [
                 {"pk": f"{version}:{s.ordinal}", "doc_id": doc.doc_id, "version": version, "ordinal": s.ordinal,
                  "start": s.span.start, "end": s.span.end, "clean": s.span.clean, "paragraph": s.paragraph,
@@ -889,15 +899,6 @@ class MilvusStore:
                     "vector": vec.tolist(), "sparse": sparse})
             self._insert("chunks", chunk_rows)
             crash_test_hook("upsert")  # rows written, not committed: invisible, rolled back by the next writer
-            row = {"v": version, "gen": gen, "title": doc.title, "date": doc.date, "format": doc.format,
-                   "source": doc.path, "root": root, "sha256": prepared.sha256, "size": int(size),
-                   "mtime_ns": int(mtime_ns), "added": _now(), "chars": len(doc.text), "chunks": n_chunks,
-                   "sentences": n_sentences, "pages": len(doc.pages), "units": prepared.n_units, "tokens": tokens,
-                   "parts": parts, "sbase": sentence_base}
-            body = self._kv(f"d:{doc.doc_id}", "doc", row, doc.doc_id, version)
-            if _bytes(body["body"]) > VARCHAR_MAX_BYTES:
-                raise IngestError(f"{doc.doc_id}: its title and source path are over Milvus's "
-                                  f"{VARCHAR_MAX_BYTES}-byte VARCHAR limit", hint="shorten the file's title")
             self._upsert("kv", [body])  # the commit
             crash_test_hook("milvus-committed")
             self._record_commit(change)
@@ -1001,18 +1002,23 @@ class MilvusStore:
 
     def _recover(self) -> None:
         """Finish or roll back what a killed writer left (its intent rows): changes whose commit
-        happened are applied as one batch, an uncommitted one (the last) has its rows dropped."""
+        happened are applied as one batch, uncommitted ones have their rows dropped."""
         intents = sorted((json.loads(r["body"]) for r in self._query("kv", 'kind == "intent"', ["body"],
                                                                    limit=QUERY_LIMIT, strong=True)),
                          key=lambda i: int(i["gen"]))
         done = []
-        for intent in intents:
-            doc = self._doc_row(intent["doc_id"], strong=True, cache=False)
+        for k, intent in enumerate(intents):
             gen = int(intent["gen"])
-            if intent["op"] == "upsert":  # a later change of the same document also proves the commit
-                committed = doc is not None and int(doc["gen"]) >= gen
+            # Committed iff the version that followed it is its own: the next change of the same
+            # document started from it (its "old"), or, without one, the document row names it
+            # (None = no row, for a removal). Version ids are random, so this is exact.
+            following = next((j for j in intents[k + 1:] if j["doc_id"] == intent["doc_id"]), None)
+            if following is not None:
+                after = following.get("old")
             else:
-                committed = doc is None or int(doc["gen"]) > gen
+                doc = self._doc_row(intent["doc_id"], strong=True, cache=False)
+                after = doc["v"] if doc else None
+            committed = after == intent.get("new")
             if committed:
                 done.append(intent)
                 continue
