@@ -39,8 +39,8 @@ the archive's mean when the chunk was written) keyed by a 32-bit hash of the tok
 searches it with ``idf``-weighted query terms (inner product), and the best
 :data:`LEXICAL_POOL` are re-scored exactly with the current ``N``, ``df`` and ``avgdl`` kept in the
 term statistics. Measured on the bundled archive (``eval/bench_milvus.py quality``): top-10
-overlap with the embedded store's BM25 1.000 after re-scoring, 0.964 without; the engine's jieba
-analyzer (jieba's default dictionary) 0.855, with our user dictionary's words 0.861.
+overlap with the embedded store's BM25 1.000 after re-scoring, 0.973 without; the engine's jieba
+analyzer (jieba's default dictionary) 0.852, with our user dictionary's words 0.861.
 
 **Consistency.** Writes, the writer's reads and the lease use ``Strong``; a reader's change probe
 (:meth:`MilvusStore.refresh`) and its searches use ``Bounded`` (the server's default staleness),
