@@ -25,7 +25,10 @@ EXAMPLE_QUESTION = "委员对职业教育提了什么建议"
 def _settings(args: argparse.Namespace) -> Settings:
     return Settings.from_env(corpus_dir=getattr(args, "corpus", None), model=getattr(args, "model", None),
                              base_url=getattr(args, "base_url", None), home=getattr(args, "home", None),
-                             index_dir=getattr(args, "index_dir", None))
+                             index_dir=getattr(args, "index_dir", None), backend=getattr(args, "backend", None),
+                             milvus_uri=getattr(args, "milvus_uri", None),
+                             milvus_token=getattr(args, "milvus_token", None),
+                             milvus_prefix=getattr(args, "milvus_prefix", None))
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -33,6 +36,14 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="sentence-transformers model id or path (default: offline multilingual-e5-small)")
     p.add_argument("--home", type=Path, help="cache directory for model and stores (env RAG_HOME)")
     p.add_argument("--index-dir", type=Path, help="store folder (default: one per corpus folder under RAG_HOME)")
+    p.add_argument("--backend", choices=["embedded", "milvus"],
+                   help="where the store lives (env RAG_BACKEND; default embedded)")
+    p.add_argument("--milvus-uri", help="Milvus server http(s)://host:port, or a Milvus Lite file ending in .db "
+                                        "(env RAG_MILVUS_URI; default RAG_HOME/milvus/milvus.db)")
+    p.add_argument("--milvus-token", help="Milvus user:password or API key (env RAG_MILVUS_TOKEN, preferred: "
+                                          "a flag shows in the process list)")
+    p.add_argument("--milvus-prefix", help="Milvus collection-name prefix (env RAG_MILVUS_PREFIX; default "
+                                           "one per corpus folder)")
 
 
 def _progress_bar():

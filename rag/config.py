@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -21,6 +22,11 @@ DEFAULT_MODEL_ID = "multilingual-e5-small"
 #: Values of ``Settings.embed_backend`` and ``Settings.embed_precision``.
 EMBED_BACKENDS = ("onnx", "torch")
 EMBED_PRECISIONS = ("fp32", "int8")
+#: Values of ``Settings.backend``.
+BACKENDS = ("embedded", "milvus")
+#: Values of ``Settings.milvus_index`` (see :data:`rag.store.milvus.DENSE_INDEXES`).
+MILVUS_INDEXES = ("HNSW", "IVF_SQ8", "IVF_FLAT", "FLAT", "AUTOINDEX")
+_MILVUS_PREFIX_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,150}")
 
 
 def _default_home() -> Path:
@@ -97,6 +103,16 @@ class Settings:
             for the store's writer lock before failing with "busy" (10: longer than adding one
             small document takes, short enough for a person at a terminal).
         max_upload_bytes: Largest accepted document upload (20 MiB: a long PDF report).
+        backend: Where the store lives: ``"embedded"`` (default; SQLite + FAISS + BM25 files under
+            ``index_dir``) or ``"milvus"`` (a Milvus server, or Milvus Lite; ``RAG_BACKEND``).
+        milvus_uri: ``http(s)://host:port`` of a Milvus server, or a path ending in ``.db`` for
+            Milvus Lite (one process at a time); empty = ``home/milvus/milvus.db``.
+        milvus_token: Milvus credentials (``user:password`` or an API key); empty = none.
+        milvus_prefix: Collection-name prefix; empty = ``rag_<corpus folder>_<path hash>`` (one
+            store per corpus folder, as for the embedded store).
+        milvus_timeout: Seconds to wait for Milvus when connecting and per request.
+        milvus_index: Dense index of the chunk vectors: ``HNSW`` (default), ``IVF_SQ8``,
+            ``IVF_FLAT``, ``FLAT`` or ``AUTOINDEX`` (see README, "Deployment on Milvus").
     """
 
     home: Path = field(default_factory=_default_home)
@@ -130,6 +146,12 @@ class Settings:
     cors_origins: str = ""
     write_wait_s: float = 10.0
     max_upload_bytes: int = 20 * 1024 * 1024
+    backend: str = "embedded"
+    milvus_uri: str = ""
+    milvus_token: str = field(default="", repr=False)
+    milvus_prefix: str = ""
+    milvus_timeout: float = 30.0
+    milvus_index: str = "HNSW"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
@@ -159,6 +181,24 @@ class Settings:
         if self.embed_precision not in EMBED_PRECISIONS:
             raise ConfigError(f"embed_precision={self.embed_precision!r} is not one of {', '.join(EMBED_PRECISIONS)}",
                               hint="set RAG_EMBED_PRECISION to fp32 (default) or int8")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"backend={self.backend!r} is not one of {', '.join(BACKENDS)}",
+                              hint="set RAG_BACKEND (--backend) to embedded (default) or milvus")
+        uri = self.milvus_uri
+        if uri and not (uri.endswith(".db") or re.fullmatch(r"https?://[^/\s]+(:\d+)?/?", uri)):
+            raise ConfigError(f"milvus_uri={uri!r} is neither a Milvus Lite file nor a server address",
+                              hint="set RAG_MILVUS_URI (--milvus-uri) to a path ending in .db (Milvus Lite) or "
+                                   "http(s)://host:port (a Milvus server)")
+        if self.milvus_prefix and not _MILVUS_PREFIX_RE.fullmatch(self.milvus_prefix):
+            raise ConfigError(f"milvus_prefix={self.milvus_prefix!r} is not a usable collection-name prefix",
+                              hint="set RAG_MILVUS_PREFIX (--milvus-prefix) to letters, digits and _ "
+                                   "(not starting with a digit)")
+        if self.milvus_index not in MILVUS_INDEXES:
+            raise ConfigError(f"milvus_index={self.milvus_index!r} is not one of {', '.join(MILVUS_INDEXES)}",
+                              hint="set RAG_MILVUS_INDEX to HNSW (default)")
+        if self.milvus_timeout <= 0:
+            raise ConfigError(f"milvus_timeout={self.milvus_timeout} must be positive",
+                              hint="set RAG_MILVUS_TIMEOUT to a number of seconds")
         for name in ("onnx_threads", "torch_threads", "index_threads"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} must be at least 1",
@@ -176,6 +216,36 @@ class Settings:
         corpus = self.corpus_dir.expanduser().resolve()
         tag = hashlib.sha1(str(corpus).encode("utf-8")).hexdigest()[:10]
         return self.home / "stores" / f"{corpus.name}-{tag}"
+
+    @property
+    def resolved_milvus_uri(self) -> str:
+        """The Milvus URI: explicit ``milvus_uri`` or a Milvus Lite file under ``home``."""
+        if self.milvus_uri:
+            return self.milvus_uri if not self.milvus_uri.endswith(".db") \
+                else str(Path(self.milvus_uri).expanduser().absolute())
+        return str(self.home / "milvus" / "milvus.db")
+
+    @property
+    def resolved_milvus_prefix(self) -> str:
+        """Collection-name prefix: explicit ``milvus_prefix`` or one per corpus folder, like
+        :attr:`resolved_index_dir` (``rag_<folder name as letters/digits/_>_<path hash>``)."""
+        if self.milvus_prefix:
+            return self.milvus_prefix
+        corpus = self.corpus_dir.expanduser().resolve()
+        tag = hashlib.sha1(str(corpus).encode("utf-8")).hexdigest()[:10]
+        name = re.sub(r"[^A-Za-z0-9_]", "_", corpus.name)[:40]
+        return f"rag_{name}_{tag}"
+
+    @property
+    def uses_milvus_lite(self) -> bool:
+        """True when the store is a Milvus Lite file (one process at a time)."""
+        return self.backend == "milvus" and self.resolved_milvus_uri.endswith(".db")
+
+    def for_variant(self, tag: str) -> "Settings":
+        """Settings whose store lives beside this one's (ablations): ``<index_dir>-<tag>`` for
+        the embedded store, ``<prefix>_<tag>`` on Milvus (``tag``: letters, digits, ``_``, ``-``)."""
+        return self.replace(index_dir=self.resolved_index_dir.with_name(f"{self.resolved_index_dir.name}-{tag}"),
+                            milvus_prefix=f"{self.resolved_milvus_prefix}_{tag.replace('-', '_')}")
 
     @property
     def model_id(self) -> str:

@@ -146,6 +146,13 @@ class DocumentExistsError(RagError):
     http_status = 409
 
 
+class StoreUnavailableError(IndexError_):
+    """The store's engine (a Milvus server, a Milvus Lite file) cannot be reached or refuses the
+    request; the hint names the setting to check."""
+
+    http_status = 503
+
+
 class StoreBusyError(RagError):
     """Another process holds the store's writer lock for longer than the wait allows."""
 

@@ -139,8 +139,7 @@ def run_ablation(settings: Settings, gold: Sequence[GoldQuestion], variants: Ite
         base = settings.replace(chunk_size=variant.chunk_size, chunk_overlap=variant.chunk_overlap,
                                 section_context=variant.section_context)
         if key != (settings.chunk_size, settings.chunk_overlap, settings.section_context):
-            base = base.replace(index_dir=settings.resolved_index_dir.with_name(
-                f"{settings.resolved_index_dir.name}-ablation-{'-'.join(map(str, key))}"))
+            base = base.for_variant(f"ablation-{'-'.join(map(str, key))}")
         if key not in pipelines:
             pipelines[key] = Pipeline(base, embedder=embedder, notify=notify).warm_up()
             embedder = pipelines[key].embedder

@@ -27,7 +27,7 @@ from .ingest.ids import check_doc_id
 from .ingest.prepare import prepare_document
 from .ingest.runner import Ingestor, IngestReport, embed_texts, folder_signature
 from .retriever import MODES, Retriever
-from .store.base import DocumentInfo
+from .store.base import DocumentInfo, Store
 from .store.embedded import EmbeddedStore, clean_stale_siblings
 from .store.meta import expected_meta
 from .tokenize import tokenize
@@ -71,7 +71,7 @@ class Pipeline:
         self.auto_index = auto_index
         self.notify = notify or (lambda msg: print(msg, file=sys.stderr))
         self.progress = progress
-        self._store: EmbeddedStore | None = None
+        self._store: Store | None = None
         self._checked = False
         self._retriever: Retriever | None = None
         self._answerer = Answerer(self.settings)
@@ -96,7 +96,20 @@ class Pipeline:
         self.embedder.warm_up()
         return expected_meta(self.settings, self.embedder)
 
-    def open_store(self, check_model: bool = True) -> EmbeddedStore:
+    def _new_store(self) -> Store:
+        """A handle on the configured store: the embedded store of the corpus folder, or the
+        Milvus collections (``RAG_BACKEND=milvus``)."""
+        settings = self.settings
+        if settings.backend == "milvus":
+            from .store.milvus import MilvusStore
+
+            return MilvusStore(settings.resolved_milvus_uri, token=settings.milvus_token,
+                               prefix=settings.resolved_milvus_prefix, timeout=settings.milvus_timeout,
+                               index=settings.milvus_index, notify=self.notify, write_wait_s=settings.write_wait_s)
+        clean_stale_siblings(settings.resolved_index_dir)
+        return EmbeddedStore(settings.resolved_index_dir, notify=self.notify, write_wait_s=settings.write_wait_s)
+
+    def open_store(self, check_model: bool = True) -> Store:
         """The store of the configured corpus (created when missing).
 
         Args:
@@ -107,12 +120,11 @@ class Pipeline:
             IndexMismatchError: built differently (``auto_index`` off, or a rebuild is refused).
             CorruptIndexError: the database is unreadable.
             CacheDirError: the store folder cannot be created.
+            StoreUnavailableError: the Milvus server cannot be reached.
         """
         with self._lock:
-            directory = self.settings.resolved_index_dir
             if self._store is None:
-                clean_stale_siblings(directory)
-                self._store = EmbeddedStore(directory, notify=self.notify, write_wait_s=self.settings.write_wait_s)
+                self._store = self._new_store()
             if check_model and not self._checked:
                 try:
                     self._store.adopt_or_check(self._expect())
@@ -125,7 +137,7 @@ class Pipeline:
             return self._store
 
     @property
-    def store(self) -> EmbeddedStore:
+    def store(self) -> Store:
         """The checked store (model loaded)."""
         return self.open_store(check_model=True)
 
@@ -159,7 +171,7 @@ class Pipeline:
             self._warm = True
             return self
 
-    def _auto_sync(self, store: EmbeddedStore) -> None:
+    def _auto_sync(self, store: Store) -> None:
         """Sync the corpus folder when its stat signature changed since the last sync."""
         corpus = Path(self.settings.corpus_dir).expanduser()
         empty = store.count_documents() == 0
@@ -196,19 +208,23 @@ class Pipeline:
             self.notify(f"  {len(report.added)} added, {len(report.replaced)} re-indexed, "
                         f"{len(report.removed)} removed in {report.seconds:.1f} s")
 
-    def ingestor(self, store: EmbeddedStore | None = None) -> Ingestor:
+    def ingestor(self, store: Store | None = None) -> Ingestor:
         """An :class:`Ingestor` over the (checked) store with the loaded embedder."""
         return Ingestor(store or self.store, self.embedder, self.settings, progress=self.progress)
 
-    def rebuild(self) -> EmbeddedStore:
+    def rebuild(self) -> Store:
         """Re-chunk and re-embed every stored document (from its stored text, so uploads and
         files no longer on disk survive) into a fresh store, then swap it in; with no readable
-        store, build from the corpus folder. Other processes' writes wait meanwhile.
+        store, build from the corpus folder. Other processes' writes wait meanwhile. On Milvus
+        the fresh store is a new set of collections under the same prefix (see
+        :meth:`rag.store.milvus.MilvusStore.new_set`).
 
         Raises:
             CorpusError: nothing to rebuild from.
             CacheDirError, StoreBusyError: the store cannot be written.
         """
+        if self.settings.backend == "milvus":
+            return self._rebuild_milvus()
         with self._lock:
             started = time.perf_counter()
             directory = self.settings.resolved_index_dir
@@ -225,21 +241,8 @@ class Pipeline:
             fresh = EmbeddedStore(tmp, expect, notify=self.notify)
             lock = old.writer() if old is not None else contextlib.nullcontext()
             with lock:
-                infos = old.list_documents() if old is not None else []
-                for k, info in enumerate(infos, start=1):
-                    doc = old.document(info.doc_id)
-                    prepared = prepare_document(doc, info.sha256, self.settings.chunk_size,
-                                                self.settings.chunk_overlap, bool(self.settings.section_context))
-                    vectors = embed_texts(self.embedder, prepared.embedding_texts(), self.settings.index_threads)
-                    n = len(prepared.chunks)
-                    fresh.upsert(prepared, vectors[:n], vectors[n:], root=info.root, size=info.size,
-                                 mtime_ns=info.mtime_ns)
-                    if self.progress:
-                        self.progress("documents", k, len(infos))
+                self._copy_documents(old, fresh)
                 if old is not None:
-                    for key, value in old.meta.items():
-                        if key.startswith("corpus_signature:"):
-                            fresh.set_meta(key, value)
                     old.close()
                 fresh.close()
                 if directory.exists():
@@ -258,6 +261,44 @@ class Pipeline:
                 self._auto_sync(self._store)
             return self._store
 
+    def _copy_documents(self, old: Store | None, fresh: Store) -> None:
+        """Re-chunk and re-embed every document of ``old`` into ``fresh`` (a rebuild), with the
+        corpus folders' sync signatures."""
+        infos = old.list_documents() if old is not None else []
+        for k, info in enumerate(infos, start=1):
+            doc = old.document(info.doc_id)
+            prepared = prepare_document(doc, info.sha256, self.settings.chunk_size,
+                                        self.settings.chunk_overlap, bool(self.settings.section_context))
+            vectors = embed_texts(self.embedder, prepared.embedding_texts(), self.settings.index_threads)
+            n = len(prepared.chunks)
+            fresh.upsert(prepared, vectors[:n], vectors[n:], root=info.root, size=info.size, mtime_ns=info.mtime_ns)
+            if self.progress:
+                self.progress("documents", k, len(infos))
+        if old is not None:
+            for key, value in old.meta.items():
+                if key.startswith("corpus_signature:"):
+                    fresh.set_meta(key, value)
+
+    def _rebuild_milvus(self) -> Store:
+        """:meth:`rebuild` on Milvus: fill a new set of collections under the writer lease, then
+        point the root at it and drop the old set (readers follow on their next refresh)."""
+        with self._lock:
+            started = time.perf_counter()
+            expect = self._expect()
+            store = self._store if self._store is not None else self._new_store()
+            with store.writer():
+                fresh = store.new_set(expect)
+                self._copy_documents(store, fresh)
+                store.activate(fresh)
+            self._store = store
+            store.adopt_or_check(expect)
+            self._checked = True
+            self._warm = False
+            self.index_build_ms = _ms(started)
+            if store.count_documents() == 0 and self.auto_index:
+                self._auto_sync(store)
+            return store
+
     def _make_retriever(self, settings: Settings) -> Retriever:
         return Retriever(self.store, candidate_k=settings.candidate_k, dense_weight=settings.dense_weight,
                          fusion=settings.fusion, sentence_weight=settings.sentence_weight)
@@ -269,7 +310,7 @@ class Pipeline:
             dense_weight=dense_weight, fusion=fusion, sentence_weight=sentence_weight))
 
     @property
-    def archive(self) -> EmbeddedStore:
+    def archive(self) -> Store:
         """What the answerer reads of the archive (:class:`rag.archive.ArchiveView`): the store."""
         self.warm_up()
         return self.store
@@ -477,4 +518,4 @@ class Pipeline:
                 "chunks": store.count_chunks(), "sentences": store.count_sentences(),
                 "documents": store.count_documents(), "generation": store.generation(),
                 "index": {k: v for k, v in store.meta.items() if not k.startswith("corpus_signature:")},
-                "index_dir": str(self.settings.resolved_index_dir)}
+                "index_dir": store.location}

@@ -107,7 +107,7 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, workers
         Exit status: 0 after a clean shutdown, else the index preparation's status.
 
     Raises:
-        ConfigError: ``workers`` < 1.
+        ConfigError: ``workers`` < 1, or > 1 on a Milvus Lite file.
         RagError: with one worker, the pipeline's loading errors (model, corpus, index).
     """
     import uvicorn
@@ -115,6 +115,10 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, workers
     workers = settings.workers if workers is None else workers
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}", hint="use --workers 1 or more")
+    if workers > 1 and settings.uses_milvus_lite:
+        raise ConfigError(f"--workers {workers} cannot share the Milvus Lite file {settings.resolved_milvus_uri}: "
+                          "Milvus Lite serves one process",
+                          hint="use --workers 1, or point RAG_MILVUS_URI at a Milvus server (http://host:19530)")
     if workers == 1:
         from .app import create_app
 
