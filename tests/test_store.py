@@ -3,6 +3,9 @@ writer lock, format and model checks)."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 import pytest
 
@@ -147,6 +150,26 @@ def test_second_writer_waits_then_gets_a_clear_busy_error(tmp_path):
         holder.join(20)
     with store.writer():  # free again
         pass
+
+
+def test_second_writer_waits_for_the_first_then_writes(tmp_path):
+    import multiprocessing
+
+    EmbeddedStore(tmp_path / "s", STORE_META)
+    other = EmbeddedStore(tmp_path / "s", write_wait_s=20)
+    ready, release = multiprocessing.Event(), multiprocessing.Event()
+    holder = multiprocessing.get_context("fork").Process(target=_hold_writer, args=(str(tmp_path / "s"), ready, release))
+    holder.start()
+    try:
+        assert ready.wait(20)
+        threading.Timer(0.5, release.set).start()
+        started = time.monotonic()
+        put(other, "edu")  # waits for the holder, then commits
+        assert time.monotonic() - started >= 0.4
+        assert other.document("edu") is not None
+    finally:
+        release.set()
+        holder.join(20)
 
 
 def _hold_writer(directory, ready, release):
