@@ -289,9 +289,11 @@ def realism(generator: str) -> dict:
     questions = [archive.question(rng, len(sample))[1] for _ in range(len(gold))]
     ref = synth.reference_vectors()
     chunks = embedder.embed_passages([c.retrieval_text for p in sample for c in p.chunks])
+    sentences = embedder.embed_passages([s.span.clean for p in sample for s in p.sentences][:len(ref["sentences"])])
     return {"text": {"seeds": synth.text_statistics(seeds, gold), "synthetic": synth.text_statistics(sample, questions)},
-            "vectors": {"seeds_real_model": synth.vector_statistics(ref["chunks"], ref["questions"]),
-                        "synthetic_fake_embedder": synth.vector_statistics(chunks, embedder.embed_queries(questions))},
+            "vectors": {"seeds_real_model": synth.vector_statistics(ref["chunks"], ref["questions"], ref["sentences"]),
+                        "synthetic_fake_embedder": synth.vector_statistics(chunks, embedder.embed_queries(questions),
+                                                                           sentences)},
             "embedder_params": getattr(embedder, "params", None), "generator": generator}
 
 
