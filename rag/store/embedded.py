@@ -51,7 +51,7 @@ from .meta import check_meta
 #: Bump when tables or their meaning change; an older store is then rebuilt from its texts.
 STORE_FORMAT = 1
 #: Bump when the cache snapshot layout changes.
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3
 #: Replaying more chunk changes than this (or 10% of the chunks) saves a fresh snapshot, so the
 #: next cold start does not replay them again.
 SAVE_AFTER_CHUNKS = 2_000
@@ -648,7 +648,8 @@ class EmbeddedStore:
             dense = DenseIndex.read(folder / "dense.faiss", manifest["dense_kind"], dim)
             lexical = LexicalIndex.from_arrays({
                 name: load_npy(folder / f"lex_{name}.npy", mmap=name in ("slots", "tf"))
-                for name in ("slot_ids", "slot_len", "indptr", "slots", "tf", "term_crc")})
+                for name in ("slot_ids", "slot_len", "indptr", "slots", "tf", "term_crc", "tail_terms", "tail_start",
+                             "tail_min_len", "tail_max_tf")})
             if dense.ntotal != lexical.n_live:
                 raise ValueError(f"{dense.ntotal} vectors for {lexical.n_live} chunks")
             self._dense, self._lexical = dense, lexical
