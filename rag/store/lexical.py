@@ -266,15 +266,22 @@ class LexicalIndex:
             return 0.0
         return float(np.max(tf[ok] / (tf[ok] + K1 * (1 - B) + K1 * B * lens[ok] / avgdl)))
 
-    def search(self, term_ids: Sequence[int], top_k: int, prune: bool = True) -> list[tuple[int, float]]:
+    def search(self, term_ids: Sequence[int], top_k: int, prune: bool = True,
+               tail_budget: int | None = None) -> list[tuple[int, float]]:
         """Chunks ranked by BM25 for the query's term ids (repeats count, unknown ids < 0 skip).
 
-        Exact top-k: every head (and every short postings list) is scored; then MaxScore over the
-        tails (Turtle & Flood, "Query evaluation: strategies and optimizations", IP&M 1995): while
-        the tails not yet scored could together lift a chunk to the k-th best score so far, the
-        tail with the largest bound is scored in full; the remaining tails are only probed (binary
-        search) for the candidates whose score so far plus those bounds can still reach the k-th
-        best. ``prune=False`` scores every posting (tests).
+        Exact top-k with MaxScore (Turtle & Flood, "Query evaluation: strategies and
+        optimizations", IP&M 1995) over postings lists that are a term's head and its tail (or
+        all its postings when it has no tail), each with a bound on what it adds to a chunk (its
+        weight for a head, ``tfc < 1``; the tail bound for a tail): lists are scored in full in
+        decreasing bound while the lists left could together lift a chunk not yet seen to the
+        k-th best score so far; the lists left are then only probed (binary search) for the
+        candidates whose score so far plus the bounds left can still reach it. ``prune=False``
+        scores every posting (tests).
+
+        ``tail_budget`` (default None: exact) caps the tail postings scored in full; past it the
+        tails left are only probed for the chunks already seen, so a chunk reached by no head
+        and few tails can be missed (approximate BM25, measured by ``eval/bench_store.py``).
 
         Returns:
             ``(chunk key, score > 0)`` pairs, best first (ties: lower key first), at most ``top_k``.
@@ -285,48 +292,68 @@ class LexicalIndex:
         avgdl = self._live_len / n
         norm_a = K1 * (1 - B)
         norm_b = K1 * B / avgdl
-        acc = np.zeros(self._n, dtype=np.float32)
-        touched: list[np.ndarray] = []
-        tails = []  # (bound on what the tail adds, weight, tail slots, tail tf)
+        lists = []  # (bound on what the list adds to one chunk, weight, slots, tf, is a tail)
         for term, mult in Counter(int(t) for t in term_ids if t >= 0).items():
             head_s, head_f, tail_s, tail_f, df = self._parts(term)
             if df <= 0:
                 continue
-            weight = np.float32(mult * math.log(1.0 + (n - df + 0.5) / (df + 0.5)))
+            weight = mult * math.log(1.0 + (n - df + 0.5) / (df + 0.5))
             if len(head_s):
-                f = head_f.astype(np.float32)
-                acc[head_s] += weight * f / (f + norm_a + norm_b * self._len[head_s])
-                touched.append(head_s)
+                lists.append((weight, np.float32(weight), head_s, head_f, False))
             if len(tail_s):
-                bound = float(weight) * self._tail_bound(term, avgdl) * (1 + 1e-6) if prune else np.inf
-                tails.append((bound, weight, tail_s, tail_f))
-        tails.sort(key=lambda t: -t[0])
-        remaining = sum(t[0] for t in tails)
+                bound = weight * self._tail_bound(term, avgdl) * (1 + 1e-6)
+                lists.append((bound, np.float32(weight), tail_s, tail_f, True))
+        if not prune:
+            lists = [(np.inf, *rest) for _, *rest in lists]
+        lists.sort(key=lambda item: (-item[0], len(item[2])))
+        remaining = [sum(item[0] for item in lists[i:]) for i in range(len(lists) + 1)]
+        acc = np.zeros(self._n, dtype=np.float32)
 
-        def kth(pool: np.ndarray) -> float:
-            return float(np.partition(acc[pool], len(pool) - top_k)[len(pool) - top_k]) if len(pool) >= top_k else 0.0
+        def add(weight, slots, tf) -> None:
+            f = tf.astype(np.float32)
+            acc[slots] += weight * f / (f + norm_a + norm_b * self._len[slots])
 
-        pool = np.unique(np.concatenate(touched)) if touched else np.zeros(0, np.int64)
-        theta = kth(pool)
+        seen = np.zeros(self._n, dtype=bool)
+        parts: list[np.ndarray] = []
+        pool = np.zeros(0, np.int64)
+        theta = 0.0
         done = 0
-        while done < len(tails) and not remaining < theta:  # untouched chunks could still enter
-            bound, weight, tail_s, tail_f = tails[done]
-            live = self._live[tail_s] if self._n_dead else slice(None)
-            s_, f = tail_s[live], tail_f[live].astype(np.float32)
-            acc[s_] += weight * f / (f + norm_a + norm_b * self._len[s_])
-            pool = np.union1d(pool, s_)
-            remaining -= bound
+        scanned = 0
+        for bound, weight, slots, tf, is_tail in lists:
+            if done and remaining[done] < theta:  # a chunk not seen yet can no longer enter the top k
+                break
+            if is_tail and tail_budget is not None and scanned + len(slots) > tail_budget:
+                break  # approximate from here: the tails left are only probed for the chunks seen
+            scanned += len(slots) if is_tail else 0
+            if is_tail and self._n_dead:
+                keep = self._live[slots]
+                slots, tf = slots[keep], tf[keep]
+            add(weight, slots, tf)
             done += 1
-            theta = kth(pool)
-        if done < len(tails) and len(pool):
-            candidates = pool[acc[pool] + np.float32(remaining) >= theta]
-            for bound, weight, tail_s, tail_f in tails[done:]:
-                at = np.minimum(np.searchsorted(tail_s, candidates), len(tail_s) - 1)
-                hit = (tail_s[at] == candidates) & self._live[candidates]
-                docs, f = candidates[hit], tail_f[at[hit]].astype(np.float32)
-                acc[docs] += weight * f / (f + norm_a + norm_b * self._len[docs])
-            pool = candidates
-        hit = pool[acc[pool] > 0] if len(pool) else pool
+            new = slots[~seen[slots]]
+            seen[new] = True
+            parts.append(new)
+            pool = np.concatenate(parts) if len(parts) > 1 else new
+            parts = [pool]
+            if len(pool) >= top_k:
+                theta = float(np.partition(acc[pool], len(pool) - top_k)[len(pool) - top_k])
+        candidates = np.sort(pool).astype(np.int64)
+        for i in range(done, len(lists)):
+            candidates = candidates[acc[candidates] + np.float32(remaining[i]) >= theta]
+            if not len(candidates):
+                break
+            _, weight, slots, tf, _ = lists[i]
+            if len(candidates) * 8 < len(slots):  # few candidates: binary search for each
+                at = np.minimum(np.searchsorted(slots, candidates), len(slots) - 1)
+                hit = slots[at] == candidates
+                add(weight, candidates[hit], tf[at[hit]])
+            else:  # many: one pass over the list with a mask (cheaper than ~log2(len) probes each)
+                mask = np.zeros(self._n, dtype=bool)
+                mask[candidates] = True
+                hit = mask[slots]
+                add(weight, slots[hit], tf[hit])
+        hit = candidates[self._live[candidates]] if self._n_dead else candidates
+        hit = hit[acc[hit] > 0]
         if not len(hit):
             return []
         if len(hit) > top_k:  # keep every chunk tied with the k-th, then order ties by key
