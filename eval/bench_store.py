@@ -115,16 +115,20 @@ def store_meta(embedder) -> dict:
 
 def build(directory: Path, n_chunks: int, workers: int, generator: str) -> dict:
     """Ingest documents 0, 1, ... until ``n_chunks`` chunks, through the real path (see the
-    module docstring), one transaction per document."""
+    module docstring), one transaction per document. A store left by a stopped build resumes
+    after its last committed document (documents are committed in index order); the figures
+    then cover the resumed part only."""
     from rag.store.embedded import EmbeddedStore
 
     archive = synth.make_archive(generator)
     store = EmbeddedStore(directory, store_meta(make_embedder(archive)))
-    chunks = docs = 0
+    docs = first = store.count_documents()
+    chunks = store.count_chunks()
+    resumed_chunks = chunks
     prepare_s = upsert_s = 0.0
     started = time.perf_counter()
     with store.writer(), Pool(workers, initializer=_init_worker, initargs=(generator,)) as pool:
-        for prepared, vectors, seconds in pool.imap(_prepare, range(10**9), chunksize=8):
+        for prepared, vectors, seconds in pool.imap(_prepare, range(first, 10**9), chunksize=8):
             t = time.perf_counter()
             n = len(prepared.chunks)
             store.upsert(prepared, vectors[:n], vectors[n:])
@@ -135,14 +139,16 @@ def build(directory: Path, n_chunks: int, workers: int, generator: str) -> dict:
             if chunks >= n_chunks:
                 pool.terminate()
                 break
-            if docs % 2000 == 0:
-                print(f"  {chunks} chunks, {chunks / (time.perf_counter() - started):.0f} chunks/s",
+            if docs % 1000 == 0:
+                print(f"  {time.strftime('%H:%M:%S')} {chunks} chunks, "
+                      f"{(chunks - resumed_chunks) / (time.perf_counter() - started):.0f} chunks/s",
                       file=sys.stderr, flush=True)
     wall = time.perf_counter() - started
     store.close()
-    return {"documents": docs, "chunks": chunks, "ingest_wall_s": wall,
-            "ingest_chunks_per_s_wall": chunks / wall, "ingest_workers": workers,
-            "ingest_chunks_per_s_one_core": chunks / (prepare_s + upsert_s),
+    new = chunks - resumed_chunks
+    return {"documents": docs, "chunks": chunks, "resumed_from_chunks": resumed_chunks, "ingest_wall_s": wall,
+            "ingest_chunks_per_s_wall": new / wall, "ingest_workers": workers,
+            "ingest_chunks_per_s_one_core": new / max(prepare_s + upsert_s, 1e-9),
             "prepare_s": prepare_s, "store_commit_s": upsert_s}
 
 
@@ -178,8 +184,15 @@ def measure(directory: Path, queries: int, generator: str) -> dict:
     retriever = Retriever(store)
     for q, v in zip(questions[:20], vectors[:20]):
         retriever.search(q, v, top_k=5)
-    hybrid, dense_ms, lexical_ms = [], [], []
+    # Baseline measured in the same run, interleaved with the queries (the 2 cores are shared, so
+    # absolute times swing several-fold with the load): one fixed exact search over 2*10^4 random
+    # float32 vectors of this dimension, a workload that does not depend on the store's size.
+    reference = np.random.default_rng(0).standard_normal((20_000, DIM)).astype(np.float32)
+    hybrid, dense_ms, lexical_ms, baseline_ms = [], [], [], []
     for q, v in zip(questions, vectors):
+        t = time.perf_counter()
+        np.argpartition(-(reference @ v), 10)[:10]
+        baseline_ms.append((time.perf_counter() - t) * 1000)
         t = time.perf_counter()
         retriever.search(q, v, top_k=5)
         hybrid.append((time.perf_counter() - t) * 1000)
@@ -189,10 +202,12 @@ def measure(directory: Path, queries: int, generator: str) -> dict:
         t = time.perf_counter()
         retriever.lexical_scores(q, retriever.candidate_k)
         lexical_ms.append((time.perf_counter() - t) * 1000)
-    out = {"cold_start_s": cold_s, "rss_after_load_mb": rss, "rss_after_queries_mb": _rss_mb(), "cache": stats,
+    out = {"chunks": store.count_chunks(), "documents": n_docs, "cold_start_s": cold_s, "rss_after_load_mb": rss, "rss_after_queries_mb": _rss_mb(), "cache": stats,
            "hybrid_p50_ms": _pct(hybrid, 50), "hybrid_p95_ms": _pct(hybrid, 95),
            "dense_p50_ms": _pct(dense_ms, 50), "dense_p95_ms": _pct(dense_ms, 95),
            "lexical_p50_ms": _pct(lexical_ms, 50), "lexical_p95_ms": _pct(lexical_ms, 95),
+           "baseline_p50_ms": _pct(baseline_ms, 50), "baseline_p95_ms": _pct(baseline_ms, 95),
+           "hybrid_p95_over_baseline_p95": _pct(hybrid, 95) / _pct(baseline_ms, 95),
            "vocabulary": int(store._conn().execute("SELECT count(*) FROM terms WHERE units > 0").fetchone()[0])}
     out.update(_recall(store, vectors))
     return out
@@ -310,14 +325,16 @@ def _du_mb(path: Path) -> float:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
 
 
-def run_size(n_chunks: int, workers: int, queries: int, keep: Path | None, reuse: bool, generator: str) -> dict:
+def run_size(n_chunks: int, workers: int, queries: int, keep: Path | None, reuse: bool, generator: str,
+             resume: bool = False) -> dict:
     directory = (keep or Path(tempfile.mkdtemp(prefix="bench-store-"))) / f"store-{generator}-{n_chunks}"
     result = {"target_chunks": n_chunks, "generator": generator}
     if reuse and (directory / "store.sqlite").is_file():
         result["reused_store"] = True  # ingest figures come from the run that built it
         shutil.rmtree(directory / "cache", ignore_errors=True)
     else:
-        shutil.rmtree(directory, ignore_errors=True)
+        if not resume:
+            shutil.rmtree(directory, ignore_errors=True)
         result.update(build(directory, n_chunks, workers, generator))
     me = [sys.executable, __file__, "--generator", generator]
     t = time.perf_counter()
@@ -335,6 +352,57 @@ def run_size(n_chunks: int, workers: int, queries: int, keep: Path | None, reuse
     return result
 
 
+#: (label, key, format, target as (comparison, limit) or None) of the markdown table, issue item 6.
+TABLE = [
+    ("chunks", "chunks", "{:,}", None),
+    ("documents", "documents", "{:,}", None),
+    ("ingest excl. model, chunks/s (wall, 2 workers)", "ingest_chunks_per_s_wall", "{:.0f}", None),
+    ("ingest excl. model, chunks/s per core", "ingest_chunks_per_s_one_core", "{:.0f}", None),
+    ("store on disk, MB", "store_mb", "{:.0f}", None),
+    ("cache build from the store (once), s", "cache_build_s", "{:.1f}", None),
+    ("cold start (open + load caches), s", "cold_start_s", "{:.2f}", ("<=", 10)),
+    ("RSS after load, MB", "rss_after_load_mb", "{:.0f}", ("<=", 4096)),
+    ("RSS after the queries, MB", "rss_after_queries_mb", "{:.0f}", ("<=", 4096)),
+    ("hybrid retrieval p50, ms (excl. question embedding)", "hybrid_p50_ms", "{:.1f}", None),
+    ("hybrid retrieval p95, ms (excl. question embedding)", "hybrid_p95_ms", "{:.1f}", ("<=", 50)),
+    ("baseline (fixed 2*10^4-vector exact search, same run) p50 / p95, ms", ("baseline_p50_ms", "baseline_p95_ms"),
+     "{:.1f} / {:.1f}", None),
+    ("hybrid p95 / baseline p95", "hybrid_p95_over_baseline_p95", "{:.1f}", None),
+    ("dense part p50 / p95, ms", ("dense_p50_ms", "dense_p95_ms"), "{:.1f} / {:.1f}", None),
+    ("lexical part p50 / p95, ms", ("lexical_p50_ms", "lexical_p95_ms"), "{:.1f} / {:.1f}", None),
+    ("ANN recall@10 vs exact (same queries)", "ann_recall_at_10", "{:.3f}", (">=", 0.95)),
+    ("ANN nlist / nprobe", ("ann_nlist", "ann_nprobe"), "{} / {}", None),
+    ("add one document, s (excl. its embedding)", "add_one_doc_s_excl_embedding", "{:.2f}", ("<=", 2)),
+    ("chunks of that document", "add_doc_chunks", "{}", None),
+    ("remove one document, s", "remove_one_doc_s", "{:.3f}", None),
+    ("a warm reader sees the add / the remove, s", ("reader_sees_add_s", "reader_sees_remove_s"),
+     "{:.3f} / {:.3f}", None),
+    ("load average during the run", "load_average", "{}", None),
+]
+
+
+def markdown(results: list[dict]) -> str:
+    """The item-6 figures of ``results`` (one dict per size, as printed) as a markdown table,
+    each target marked met or MISSED."""
+    lines = ["| figure | " + " | ".join(f"{r.get('chunks', r['target_chunks']):,} chunks" for r in results)
+             + " | target |", "|---" * (len(results) + 2) + "|"]
+    for label, key, fmt, target in TABLE:
+        cells = []
+        for r in results:
+            keys = key if isinstance(key, tuple) else (key,)
+            if any(r.get(k) is None for k in keys):
+                cells.append("n/a")
+                continue
+            values = [r[k] for k in keys]
+            cell = fmt.format(*[" ".join(v) if isinstance(v, list) else v for v in values])
+            if target:
+                ok = values[0] <= target[1] if target[0] == "<=" else values[0] >= target[1]
+                cell += " (met)" if ok else " (MISSED)"
+            cells.append(cell)
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {target[0] + ' ' + str(target[1]) if target else ''} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--chunks", type=int, nargs="+", default=[10_000, 100_000])
@@ -344,10 +412,17 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="keep the stores under this folder")
     parser.add_argument("--reuse", action="store_true", help="with --keep: measure a kept store again "
                                                              "(caches rebuilt) instead of ingesting anew")
+    parser.add_argument("--resume", action="store_true", help="with --keep: continue a stopped build")
+    parser.add_argument("--build-only", action="store_true", help="ingest only (measure later with --reuse)")
     parser.add_argument("--realism", action="store_true", help="print the realism tables and stop")
+    parser.add_argument("--markdown", type=Path, help="print the table of a file of printed results and stop")
     parser.add_argument("--step", help=argparse.SUPPRESS)
     parser.add_argument("directory", nargs="?", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.markdown:
+        rows = [json.loads(line) for line in args.markdown.read_text().splitlines() if line.startswith("{")]
+        print(markdown(rows))
+        return
     if args.realism:
         result = realism(args.generator)
         _print_realism(result)
@@ -365,7 +440,13 @@ def main() -> None:
         print(json.dumps(add_remove(args.directory, args.generator)))
         return
     for n in args.chunks:
-        result = run_size(n, args.workers, args.queries, args.keep, args.reuse, args.generator)
+        if args.build_only:
+            directory = args.keep / f"store-{args.generator}-{n}"
+            if not args.resume:
+                shutil.rmtree(directory, ignore_errors=True)
+            result = build(directory, n, args.workers, args.generator)
+        else:
+            result = run_size(n, args.workers, args.queries, args.keep, args.reuse, args.generator, args.resume)
         print(json.dumps(result, ensure_ascii=False), flush=True)
 
 
