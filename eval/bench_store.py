@@ -384,7 +384,7 @@ TABLE = [
 def markdown(results: list[dict]) -> str:
     """The item-6 figures of ``results`` (one dict per size, as printed) as a markdown table,
     each target marked met or MISSED."""
-    lines = ["| figure | " + " | ".join(f"{r.get('chunks', r['target_chunks']):,} chunks" for r in results)
+    lines = ["| figure | " + " | ".join(f"{r.get('chunks') or r.get('target_chunks'):,} chunks" for r in results)
              + " | target |", "|---" * (len(results) + 2) + "|"]
     for label, key, fmt, target in TABLE:
         cells = []

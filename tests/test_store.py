@@ -278,3 +278,20 @@ def test_bm25_heads_and_tails_are_exact(head):
             expected = brute(query)
             for key, score in current.search(query, 30):
                 assert score == pytest.approx(expected[key], rel=1e-4)
+
+
+def test_dense_queries_run_the_blas_on_one_thread():
+    """The BLAS under numpy (the retriever's sentence re-scoring) is limited to one thread once a
+    dense search has run: two threads were ~10x slower with the other core busy."""
+    import rag.store.dense as dense_module
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    threadpool_limits(2, user_api="blas")
+    dense_module._BLAS_LIMITED = False
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((50, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index = dense_module.DenseIndex.build(8, np.arange(50, dtype=np.int64), vectors, kind="flat")
+    index.search(vectors[0], 3)
+    blas = [pool for pool in threadpool_info() if pool["user_api"] == "blas"]
+    assert blas and all(pool["num_threads"] == dense_module.QUERY_THREADS for pool in blas)

@@ -20,6 +20,8 @@ import numpy as np
 #: default team made a 2,000-vector flat search take ~7 ms instead of well under 1 ms.
 QUERY_THREADS = 1
 
+_BLAS_LIMITED = False  # set once per process by DenseIndex._threads
+
 #: Largest collection searched exactly. Measured with eval/bench_store.py on the shared 2-core
 #: machine: a flat search reads every vector (154 MB at 10^5 chunks) and took 87-150 ms per query
 #: at 10^5; up to 2*10^4 vectors (31 MB) it stays within a few ms, and exact.
@@ -125,9 +127,19 @@ class DenseIndex:
 
     @staticmethod
     def _threads() -> None:
+        """FAISS's OpenMP team and the BLAS under numpy (the retriever's sentence re-scoring is a
+        matrix-vector product) both to :data:`QUERY_THREADS`, the BLAS once per process
+        (threadpoolctl, BSD-3): OpenBLAS's default 2-thread gemv measured ~10x slower than one
+        thread (p50 15 ms vs 1.4 ms for 2*10^4 x 384) while the other core is busy."""
+        global _BLAS_LIMITED
         import faiss
 
         faiss.omp_set_num_threads(QUERY_THREADS)
+        if not _BLAS_LIMITED:
+            from threadpoolctl import threadpool_limits
+
+            threadpool_limits(QUERY_THREADS, user_api="blas")
+            _BLAS_LIMITED = True
 
     @property
     def ntotal(self) -> int:
