@@ -209,6 +209,8 @@ def measure(directory: Path, queries: int, generator: str) -> dict:
            "baseline_p50_ms": _pct(baseline_ms, 50), "baseline_p95_ms": _pct(baseline_ms, 95),
            "hybrid_p95_over_baseline_p95": _pct(hybrid, 95) / _pct(baseline_ms, 95),
            "vocabulary": int(store._conn().execute("SELECT count(*) FROM terms WHERE units > 0").fetchone()[0])}
+    with open("/proc/loadavg") as fh:
+        out["load_average"] = fh.read().split()[:3]  # 2 cores: above 2, queries wait for a core
     out.update(_recall(store, vectors))
     return out
 
@@ -284,7 +286,7 @@ def add_remove(directory: Path, generator: str) -> dict:
     t = time.perf_counter()
     reader.refresh()
     see_remove_s = time.perf_counter() - t
-    return {"add_one_doc_s_excl_embedding": add_s, "add_doc_chunks": n, "reader_sees_add_s": see_add_s,
+    return {"chunks": reader.count_chunks(), "add_one_doc_s_excl_embedding": add_s, "add_doc_chunks": n, "reader_sees_add_s": see_add_s,
             "remove_one_doc_s": remove_s, "reader_sees_remove_s": see_remove_s}
 
 
@@ -377,7 +379,7 @@ TABLE = [
     ("remove one document, s", "remove_one_doc_s", "{:.3f}", None),
     ("a warm reader sees the add / the remove, s", ("reader_sees_add_s", "reader_sees_remove_s"),
      "{:.3f} / {:.3f}", None),
-    ("load average during the run", "load_average", "{}", None),
+    ("load average (1, 5, 15 min) at the end of the queries", "load_average", "{}", None),
 ]
 
 
@@ -415,13 +417,19 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true", help="with --keep: continue a stopped build")
     parser.add_argument("--build-only", action="store_true", help="ingest only (measure later with --reuse)")
     parser.add_argument("--realism", action="store_true", help="print the realism tables and stop")
-    parser.add_argument("--markdown", type=Path, help="print the table of a file of printed results and stop")
+    parser.add_argument("--markdown", type=Path, nargs="+", help="print the table of files of printed results "
+                        "(lines of one store, keyed by its chunk count, merged in order) and stop")
     parser.add_argument("--step", help=argparse.SUPPRESS)
     parser.add_argument("directory", nargs="?", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.markdown:
-        rows = [json.loads(line) for line in args.markdown.read_text().splitlines() if line.startswith("{")]
-        print(markdown(rows))
+        merged: dict = {}
+        for path in args.markdown:
+            for line in path.read_text().splitlines():
+                if line.startswith("{"):
+                    row = json.loads(line)
+                    merged.setdefault(row.get("chunks") or row.get("target_chunks"), {}).update(row)
+        print(markdown([merged[k] for k in sorted(merged)]))
         return
     if args.realism:
         result = realism(args.generator)
