@@ -17,7 +17,7 @@ import math
 import re
 import threading
 from collections import Counter
-from typing import Iterable, Mapping, Protocol, runtime_checkable
+from typing import Callable, Iterable, Mapping, Protocol, runtime_checkable
 
 from .tokenize import tokenize
 from .types import Document
@@ -27,11 +27,13 @@ __all__ = ["ArchiveView", "TermStats", "InMemoryArchive", "unit_term_counts", "i
 _UNIT_SPLIT_RE = re.compile(r"[。！？!?\n]+")
 
 
-def unit_term_counts(text: str) -> tuple[int, Counter]:
+def unit_term_counts(text: str, tokenizer: Callable[[str], list[str]] = tokenize) -> tuple[int, Counter]:
     """Units and per-unit token document frequencies of one document.
 
     Args:
         text: A document's stored text.
+        tokenizer: :func:`rag.tokenize.tokenize` or an equivalent (ingest passes a memoised one,
+            :class:`rag.ingest.tokens.BlockTokenizer`).
 
     Returns:
         ``(number of non-empty units, Counter token -> number of units containing it)``;
@@ -44,7 +46,7 @@ def unit_term_counts(text: str) -> tuple[int, Counter]:
         if not part:
             continue
         n += 1
-        df.update(set(tokenize(part)))
+        df.update(set(tokenizer(part)))
     return n, df
 
 

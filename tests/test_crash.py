@@ -103,6 +103,48 @@ def test_kill_mid_sync_at_random_moments_never_corrupts(env):
     assert len(embedded_docs(env)) <= len(DOCS) + kills
 
 
+def test_kill_mid_add_at_random_moments_never_corrupts_and_resumes(env):
+    rng = random.Random(5)
+    kills = 0
+    for _ in range(4):
+        proc = rag(env, "add", str(env["corpus"]), extra={"RAG_TEST_PAUSE_S": "0.15"}, wait=False)
+        time.sleep(rng.uniform(0.3, 1.6))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait(60)
+        check_store(env)
+    proc = rag(env, "add", str(env["corpus"]))
+    assert proc.returncode == 0, proc.stderr
+    assert [i.doc_id for i in check_store(env).list_documents()] == sorted(DOCS)
+    assert kills and len(embedded_docs(env)) <= len(DOCS) + kills
+
+
+def test_kill_mid_remove_at_random_moments_removes_whole_documents(env):
+    assert rag(env, "add", str(env["corpus"])).returncode == 0
+    rng = random.Random(9)
+    kills = 0
+    for _ in range(3):
+        left = [i.doc_id for i in check_store(env).list_documents()]
+        proc = rag(env, "remove", *left, extra={"RAG_TEST_PAUSE_S": "0.2"}, wait=False)
+        time.sleep(rng.uniform(0.3, 1.0))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait(60)
+        store = check_store(env)  # the documents left are whole, the removed ones wholly gone
+        assert store.integrity_problems() == []
+        assert store.count_chunks() == sum(i.chunks for i in store.list_documents())
+        hits = {doc for doc, _ in (h.rpartition("#")[::2] for h, _ in store.lexical_search(["文件"], 100))}
+        assert hits <= {i.doc_id for i in store.list_documents()}
+        store.close()
+    assert kills
+    left = [i.doc_id for i in check_store(env).list_documents()]
+    if left:
+        assert rag(env, "remove", *left).returncode == 0
+    assert check_store(env).list_documents() == []
+
+
 def test_kill_mid_remove_leaves_the_document_whole(env):
     assert rag(env, "add", str(env["corpus"])).returncode == 0
     proc = rag(env, "remove", "doc1", "doc2", extra={"RAG_TEST_CRASH": "delete:2"})

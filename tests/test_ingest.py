@@ -40,6 +40,13 @@ def test_gb_encoded_text_is_detected(text):
     assert decode_text(text.encode("gb18030")) == (text, "gb18030")
 
 
+@pytest.mark.parametrize("text", ["龑䶮䶵，辽源市新增公园。", "䶮龑的名字。", "辽源䶮"])
+def test_gb18030_text_with_extension_a_characters_is_not_taken_for_utf16(text):
+    """Defect found in review: charset-normalizer preferred UTF-16-BE (no BOM, "no chaos") for
+    short GB18030 texts with CJK Extension A characters, storing garbage."""
+    assert decode_text(text.encode("gb18030"), "x.txt") == (text, "gb18030")
+
+
 def test_undecodable_bytes_are_a_clear_error():
     with pytest.raises(UndecodableTextError, match="not UTF-8"):
         decode_text(bytes(range(128, 256)) * 3, "x.txt")
@@ -253,3 +260,21 @@ def test_chunking_time_is_linear_in_document_length(monkeypatch):
 
     small, large = visited(200), visited(800)
     assert large < 6 * small  # quadratic growth would be ~16x
+
+
+def test_block_tokenizer_equals_tokenize_on_the_seeds_and_odd_text(seeds_dir):
+    """Ingest tokenises each jieba block once (rag.ingest.tokens); the tokens must be exactly
+    rag.tokenize.tokenize's, or BM25 and the eval figures would move."""
+    from rag.archive import unit_term_counts
+    from rag.ingest.tokens import BlockTokenizer
+    from rag.tokenize import tokenize
+
+    odd = ["二〇二一年 ＡＢＣ１２３　全角", "C++ 与 C# 的 3.5% 增长-率", "⺠⽣ 工作\r\n第二行\t制表", "😀表情 и кириллица",
+           "", "   ", "《十四五》规划（草案）——“两会”", "a.b_c&d e-f", "𠀀扩展字符 㐀 汉字"]
+    tokenizer = BlockTokenizer()
+    for path in sorted(seeds_dir.glob("*.txt")):
+        text = path.read_text(encoding="utf-8")
+        for part in [text, *text.split("\n")[:80], *odd]:
+            assert tokenizer.tokenize(part) == tokenize(part), part[:40]
+        assert unit_term_counts(text, tokenizer.tokenize) == unit_term_counts(text)
+    assert tokenizer.blocks_cut < tokenizer.blocks_seen  # the memo is used

@@ -3,6 +3,9 @@ writer lock, format and model checks)."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 import pytest
 
@@ -149,6 +152,26 @@ def test_second_writer_waits_then_gets_a_clear_busy_error(tmp_path):
         pass
 
 
+def test_second_writer_waits_for_the_first_then_writes(tmp_path):
+    import multiprocessing
+
+    EmbeddedStore(tmp_path / "s", STORE_META)
+    other = EmbeddedStore(tmp_path / "s", write_wait_s=20)
+    ready, release = multiprocessing.Event(), multiprocessing.Event()
+    holder = multiprocessing.get_context("fork").Process(target=_hold_writer, args=(str(tmp_path / "s"), ready, release))
+    holder.start()
+    try:
+        assert ready.wait(20)
+        threading.Timer(0.5, release.set).start()
+        started = time.monotonic()
+        put(other, "edu")  # waits for the holder, then commits
+        assert time.monotonic() - started >= 0.4
+        assert other.document("edu") is not None
+    finally:
+        release.set()
+        holder.join(20)
+
+
 def _hold_writer(directory, ready, release):
     store = EmbeddedStore(directory)
     with store.writer():
@@ -205,3 +228,70 @@ def test_bm25_pruning_is_exact():
             slow = index.search(query, top_k, prune=False)
             assert [k for k, _ in fast] == [k for k, _ in slow]
             assert np.allclose([s for _, s in fast], [s for _, s in slow], rtol=1e-5)
+
+
+@pytest.mark.parametrize("head", [4, 64])
+def test_bm25_heads_and_tails_are_exact(head):
+    import math
+    from collections import Counter
+
+    """Two-tier postings (a term's highest-impact postings first, the rest scored only when they
+    can matter): the same top k and scores as scoring every posting, with short heads so that
+    most terms are split, after adds and removes, and after a compaction."""
+    from rag.store.lexical import LexicalIndex
+
+    rng = np.random.default_rng(5)
+    rows = []
+    for key in range(1, 2001):
+        terms = np.unique(np.minimum(rng.zipf(1.2, size=rng.integers(3, 80)), 3000))
+        rows.append((key, terms, rng.integers(1, 6, size=len(terms))))
+    index = LexicalIndex.build(rows[:1700], head=head)
+    assert len(index.tail_terms) > 10
+    for key, terms, counts in rows[1700:]:
+        index.add(key, terms, counts)
+    index.remove_range(50, 300)
+    index.remove_range(1750, 1760)
+    live = [(k, dict(zip(t.tolist(), c.tolist()))) for k, t, c in rows if not (50 <= k <= 300 or 1750 <= k <= 1760)]
+    avgdl = np.mean([sum(d.values()) for _, d in live])
+
+    def brute(query):  # BM25 as bm25s scores it, from the rows themselves
+        scores = {}
+        for term, mult in Counter(query).items():
+            df = sum(term in d for _, d in live)
+            if not df:
+                continue
+            idf = math.log(1 + (len(live) - df + 0.5) / (df + 0.5))
+            for key, d in live:
+                if term in d:
+                    tf = d[term]
+                    scores[key] = scores.get(key, 0.0) + mult * idf * tf / (tf + 1.5 * (0.25 + 0.75 * sum(d.values()) / avgdl))
+        return scores
+
+    for current in (index, index.compacted(head=head)):
+        for _ in range(60):
+            query = np.minimum(rng.zipf(1.2, size=rng.integers(1, 10)), 3000).tolist()
+            for top_k in (1, 5, 30):
+                fast = current.search(query, top_k)
+                slow = current.search(query, top_k, prune=False)
+                assert [k for k, _ in fast] == [k for k, _ in slow]
+                assert np.allclose([s for _, s in fast], [s for _, s in slow], rtol=1e-5)
+            expected = brute(query)
+            for key, score in current.search(query, 30):
+                assert score == pytest.approx(expected[key], rel=1e-4)
+
+
+def test_dense_queries_run_the_blas_on_one_thread():
+    """The BLAS under numpy (the retriever's sentence re-scoring) is limited to one thread once a
+    dense search has run: two threads were ~10x slower with the other core busy."""
+    import rag.store.dense as dense_module
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    threadpool_limits(2, user_api="blas")
+    dense_module._BLAS_LIMITED = False
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((50, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index = dense_module.DenseIndex.build(8, np.arange(50, dtype=np.int64), vectors, kind="flat")
+    index.search(vectors[0], 3)
+    blas = [pool for pool in threadpool_info() if pool["user_api"] == "blas"]
+    assert blas and all(pool["num_threads"] == dense_module.QUERY_THREADS for pool in blas)

@@ -137,6 +137,58 @@ def test_a_bad_corpus_stops_serve_before_any_worker_starts(tmp_path, fake_server
     assert "Traceback" not in stderr
 
 
+def _per_worker(url: str, pids: set[int], path: str, params: dict) -> dict[int, dict]:
+    """``GET path`` answered by each worker: one new connection per try, its pid read from
+    ``/healthz`` on the same (kept-alive) connection."""
+    out: dict[int, dict] = {}
+    deadline = time.monotonic() + 60
+    while set(out) != pids:
+        assert time.monotonic() < deadline, f"only {set(out)} of {pids} answered"
+        with httpx.Client(trust_env=False, timeout=10) as c:
+            pid = c.get(url + "/healthz").json()["pid"]
+            resp = c.get(url + path, params=params)
+            assert resp.status_code == 200 and c.get(url + "/healthz").json()["pid"] == pid
+            out[pid] = resp.json()
+    return out
+
+
+def test_workers_see_cli_changes_without_restart_and_answer_during_an_ingest(fake_server_env, tmp_path):
+    """Review of issue 10: every worker process of ``serve --workers 2`` keeps answering while a
+    separate ``rag add`` process writes, then sees its documents, and later their removal by
+    ``rag remove``, without a restart."""
+    more = tmp_path / "more"
+    more.mkdir()
+    for i in range(4):
+        (more / f"late{i}.txt").write_text(f"补充{i}\n\n第{i}号补充材料说明鹿苑新建{i + 2}处。\n", encoding="utf-8")
+    late = {f"late{i}" for i in range(4)}
+    proc, url = _start_fake(fake_server_env, workers=2)
+    cli = [sys.executable, "-m", "tests.fake_cli"]
+    try:
+        pids = _ready_pids(url, 2, timeout=120, proc=proc)
+        writer = subprocess.Popen(cli + ["add", str(more)], cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, env={**fake_server_env, "RAG_TEST_PAUSE_S": "0.6"})
+        answered = set()
+        while writer.poll() is None:
+            with httpx.Client(trust_env=False, timeout=10) as c:
+                pid = c.get(url + "/healthz").json()["pid"]
+                resp = c.post(url + "/api/ask", json={"question": QUESTION})
+            assert resp.status_code == 200 and resp.json()["hits"]
+            answered.add(pid)
+        assert writer.wait(60) == 0, writer.stderr.read()
+        assert answered, "no question was answered during the ingest"
+        seen = _per_worker(url, pids, "/api/search", {"q": "鹿苑新建", "mode": "bm25"})
+        assert all({h["doc_id"] for h in body["hits"]} == late for body in seen.values()), seen
+        listed = _per_worker(url, pids, "/api/documents", {})
+        assert all(late <= {d["doc_id"] for d in body} for body in listed.values())
+        done = subprocess.run(cli + ["remove", *sorted(late)], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                              env=fake_server_env, timeout=120)
+        assert done.returncode == 0, done.stderr
+        gone = _per_worker(url, pids, "/api/search", {"q": "鹿苑新建", "mode": "bm25"})
+        assert all(not {h["doc_id"] for h in body["hits"]} & late for body in gone.values()), gone
+    finally:
+        _stop(proc)
+
+
 @pytest.mark.slow
 def test_rag_serve_two_workers_with_the_real_model():
     """The installed ``rag serve --workers 2``: both workers load the real model and answer the

@@ -13,11 +13,11 @@ from rag.archive import unit_term_counts
 from rag.chunking import chunk_document
 from rag.store.base import ChunkRecord, PreparedDocument, SentenceRecord
 from rag.text import document_spans
-from rag.tokenize import tokenize
 from rag.types import Document
 
 from .metadata import extract_date, extract_title
 from .readers import StoredText
+from .tokens import BlockTokenizer
 
 
 def make_document(doc_id: str, stored: StoredText, source: str = "") -> Document:
@@ -29,14 +29,17 @@ def make_document(doc_id: str, stored: StoredText, source: str = "") -> Document
 
 
 def prepare_document(document: Document, sha256: str, chunk_size: int, chunk_overlap: int,
-                     section_context: bool = True) -> PreparedDocument:
-    """Lay out, chunk and count the terms of one document.
+                     section_context: bool = True, tokenizer: BlockTokenizer | None = None) -> PreparedDocument:
+    """Lay out, chunk and count the terms of one document. Each jieba block is segmented once
+    (chunk overlaps, section headings and term-statistics units reuse it), see
+    :mod:`rag.ingest.tokens`.
 
     Args:
         document: The document with its stored text.
         sha256: Hex SHA-256 of the source bytes.
         chunk_size, chunk_overlap: Chunking parameters (characters of clean text).
         section_context: Prepend each chunk's section headings to its retrieval text.
+        tokenizer: A :class:`BlockTokenizer` to share across documents (default: a new one).
 
     Returns:
         The :class:`PreparedDocument`.
@@ -44,6 +47,7 @@ def prepare_document(document: Document, sha256: str, chunk_size: int, chunk_ove
     Raises:
         ValueError: bad ``chunk_size``/``chunk_overlap``.
     """
+    tokenize = (tokenizer or BlockTokenizer()).tokenize
     layout = document_spans(document.doc_id, document.text)
     sentences: list[SentenceRecord] = []
     block: list[str] = []
@@ -69,7 +73,7 @@ def prepare_document(document: Document, sha256: str, chunk_size: int, chunk_ove
         chunks.append(ChunkRecord(ordinal=ordinal, start=chunk.start, end=chunk.end, clean=chunk.clean,
                                   context=context, sentence_lo=lo, sentence_hi=hi,
                                   terms=Counter(tokenize(text) or [""])))
-    n_units, unit_df = unit_term_counts(document.text)
+    n_units, unit_df = unit_term_counts(document.text, tokenize)
     return PreparedDocument(document=document, sha256=sha256, chunks=tuple(chunks),
                             sentences=tuple(sentences), n_units=n_units, unit_df=dict(unit_df))
 

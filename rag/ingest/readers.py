@@ -127,7 +127,9 @@ def decode_text(data: bytes, name: str = "") -> tuple[str, str]:
 
     # Short texts decode without "chaos" in several CJK encodings; among the least chaotic
     # candidates the archive's own family (GB2312/GBK/GB18030, mainland simplified Chinese) wins.
-    matches = list(from_bytes(data))
+    # UTF-16/32 are taken only with a byte-order mark (above): without one, any even-length bytes
+    # "decode" as UTF-16 without chaos, which beat GB18030 on texts using CJK Extension A.
+    matches = [m for m in from_bytes(data) if not m.encoding.lower().startswith(("utf_16", "utf_32"))]
     encoding = None
     if matches:
         least = min(m.chaos for m in matches)
@@ -135,9 +137,9 @@ def decode_text(data: bytes, name: str = "") -> tuple[str, str]:
         encoding = next((e for e in tied if e in _GB_FAMILY), tied[0])
     if encoding in _GB_FAMILY:
         encoding = "gb18030"
-    if encoding is not None:
+    for candidate in ([encoding] if encoding is not None else []) + ["gb18030"]:
         try:
-            return data.decode(encoding), encoding
+            return data.decode(candidate), candidate
         except (UnicodeDecodeError, LookupError):
             pass
     raise UndecodableTextError(

@@ -20,14 +20,19 @@ import numpy as np
 #: default team made a 2,000-vector flat search take ~7 ms instead of well under 1 ms.
 QUERY_THREADS = 1
 
+_BLAS_LIMITED = False  # set once per process by DenseIndex._threads
+
 #: Largest collection searched exactly. Measured with eval/bench_store.py on the shared 2-core
 #: machine: a flat search reads every vector (154 MB at 10^5 chunks) and took 87-150 ms per query
 #: at 10^5; up to 2*10^4 vectors (31 MB) it stays within a few ms, and exact.
 FLAT_MAX = 20_000
 #: Coarse cells per vector: nlist = clamp(4 * sqrt(n), 256, 8192) (FAISS guidelines: 4-16 * sqrt(n)).
 NLIST_PER_SQRT = 4
-#: Share of the cells scanned per query; nprobe = nlist / 32 measured recall@10 >= 0.95 (README).
+#: nprobe before calibration (and when there is nothing to calibrate on): 1/32 of the cells.
 NPROBE_SHARE = 1 / 32
+#: recall@10 against exact search that the calibration must reach on held-out queries (the issue's
+#: target for the default setting), plus a margin for questions unlike the calibration queries.
+RECALL_TARGET, RECALL_MARGIN = 0.95, 0.02
 #: Training sample per cell (FAISS warns below 39 points per centroid).
 TRAIN_PER_CELL = 40
 
@@ -76,11 +81,65 @@ class DenseIndex:
             dense.add(keys, vectors)
         return dense
 
+    def calibrate(self, keys: np.ndarray, vectors: np.ndarray, queries: np.ndarray, k: int = 10,
+                  target: float = RECALL_TARGET + RECALL_MARGIN) -> dict:
+        """Set ``nprobe`` to the smallest value whose recall@``k`` against exact search reaches
+        ``target`` on ``queries`` (the rule the FAISS wiki gives for choosing nprobe: measure
+        recall against a flat index on sample queries and raise nprobe until it is met).
+
+        Args:
+            keys: int64 (n,), the keys of ``vectors``.
+            vectors: float32 (n, dim), the indexed vectors (all of them: exact search runs over them).
+            queries: float32 (q, dim), L2-normalised held-out queries (not rows of ``vectors``).
+
+        Returns:
+            ``{"nprobe", "recall", "queries", "target"}``; ``{}`` for a flat index.
+        """
+        if self.kind != "ivf" or not len(queries) or self.ntotal < k:
+            return {}
+        import faiss
+
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        exact = faiss.IndexFlatIP(self.dim)
+        exact.add(np.ascontiguousarray(vectors, dtype=np.float32))
+        _, truth_rows = exact.search(queries, k)
+        del exact
+        keys = np.asarray(keys)
+        truth = [set(keys[row].tolist()) for row in truth_rows]
+        nlist = int(self.index.nlist)
+
+        def recall(nprobe: int) -> float:
+            _, found = self.index.search(queries, k, params=faiss.SearchParametersIVF(nprobe=nprobe))
+            return float(np.mean([len(t & set(f.tolist())) / k for t, f in zip(truth, found)]))
+
+        self._threads()
+        lo, hi = 0, 1
+        while hi < nlist and recall(hi) < target:
+            lo, hi = hi, min(nlist, hi * 2)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if recall(mid) >= target:
+                hi = mid
+            else:
+                lo = mid
+        self.index.nprobe = hi
+        return {"nprobe": hi, "nlist": nlist, "recall": recall(hi), "queries": len(queries), "target": target}
+
     @staticmethod
     def _threads() -> None:
+        """FAISS's OpenMP team and the BLAS under numpy (the retriever's sentence re-scoring is a
+        matrix-vector product) both to :data:`QUERY_THREADS`, the BLAS once per process
+        (threadpoolctl, BSD-3): OpenBLAS's default 2-thread gemv measured ~10x slower than one
+        thread (p50 15 ms vs 1.4 ms for 2*10^4 x 384) while the other core is busy."""
+        global _BLAS_LIMITED
         import faiss
 
         faiss.omp_set_num_threads(QUERY_THREADS)
+        if not _BLAS_LIMITED:
+            from threadpoolctl import threadpool_limits
+
+            threadpool_limits(QUERY_THREADS, user_api="blas")
+            _BLAS_LIMITED = True
 
     @property
     def ntotal(self) -> int:
