@@ -270,8 +270,9 @@ class Answerer:
         """The final :class:`AnswerDraft` for composed ``choices``: abstain when ``answerable`` is
         below the threshold."""
         q = case.question
-        if not choices or not q.weights or q.unknown_share >= 1.0:
-            # Nothing the question is about occurs in the archive: no quote can be about it.
+        if not choices or not q.weights or q.unknown_share >= 1.0 or q.future_day:
+            # Nothing the question is about occurs in the archive, or it asks about a day after
+            # the question (明天): no quote can be about it.
             return AnswerDraft(NOT_FOUND, (), True, 0.0, q.qtype, False)
         if answerable < self.threshold(case.mode):
             return self._abstain(case, confidence, archive, logits)

@@ -47,6 +47,10 @@ STOPWORDS = frozenset("""
 DEICTIC_DAY = ("今天", "今日", "明天", "明日", "后天", "昨天", "昨日", "今晚", "明晚", "今早", "明早",
                "此刻", "今儿", "明儿")
 
+#: The future ones among :data:`DEICTIC_DAY` (明天, 后天, ...): an archive of documents written
+#: before the question cannot report on a day after it, so such a question is never answered.
+FUTURE_DAY = ("明天", "明日", "后天", "明晚", "明早", "明儿")
+
 #: Tokens starting with these are question words (几位, 哪份, 多少户) and never topic.
 QUESTION_PREFIXES = ("几", "哪", "多少")
 

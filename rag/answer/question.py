@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from ..archive import ArchiveView
 from ..tokenize import tokenize
-from .lexicon import COMMON_SURNAMES, DEICTIC_DAY, FACTOID_CUES, QUESTION_PREFIXES, STOPWORDS, STRONG_LIST_CUES, WEAK_LIST_CUES
+from .lexicon import COMMON_SURNAMES, DEICTIC_DAY, FACTOID_CUES, FUTURE_DAY, QUESTION_PREFIXES, STOPWORDS, STRONG_LIST_CUES, WEAK_LIST_CUES
 from .sentences import person_like, pos_cut
 from .slots import Mention, Slot, asked_slots, find_mentions
 from .textutil import norm
@@ -162,6 +162,8 @@ class QuestionAnalysis:
             chat and commands (``陪我聊会儿天``, ``给我讲个笑话``) carry none.
         deictic: The question is anchored to the asker's day (今天, 明天, 此刻, ...): an archive
             of past documents cannot report on it (:data:`rag.answer.lexicon.DEICTIC_DAY`).
+        future_day: The question asks about a day after it is asked (明天, 后天, ...:
+            :data:`rag.answer.lexicon.FUTURE_DAY`); the answerer abstains.
     """
 
     text: str
@@ -177,6 +179,7 @@ class QuestionAnalysis:
     attributes: tuple[str, ...] = ()
     parts: list["QuestionAnalysis"] = field(default_factory=list)
     deictic: bool = False
+    future_day: bool = False
     cued: bool = True
     idf_ceiling: float = 1.0
 
@@ -238,6 +241,7 @@ def _analyse_one(text: str, archive: ArchiveView | None, qtype: str | None = Non
                             unknown_entities=unknown, unknown_other=unknown_other,
                             unknown_share=unknown_share,
                             constraints=constraints, deictic=any(w in q_norm for w in DEICTIC_DAY),
+                            future_day=any(w in q_norm for w in FUTURE_DAY),
                             cued=bool(slots) or any(c in q_norm for _, cues in _TYPE_TIERS for c in cues)
                             or "什么" in q_norm or "啥" in q_norm,
                             idf_ceiling=archive.idf("\u0000") if archive is not None else 1.0)
