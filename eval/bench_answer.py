@@ -76,9 +76,10 @@ def main(argv=None) -> int:
         for q in load_gold(path):
             text = q.question.strip()
             qv = pipeline.embed_question(text)
-            hits = pipeline.retrieve(text, top_k=10, query_vector=qv)[:settings.answer_hits]
-            inputs.append((text, qv, hits, pipeline.candidates(hits)))
-    documents = dict(pipeline.index.documents)
+            hits = pipeline.retrieve(text, top_k=10, query_vector=qv)
+            evidence, candidates = pipeline.evidence(text, qv, hits)
+            inputs.append((text, qv, evidence, candidates))
+    documents = {info.doc_id: pipeline.store.document(info.doc_id) for info in pipeline.documents()}
     del pipeline
 
     old = _baseline_module(args.rev)

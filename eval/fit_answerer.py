@@ -6,8 +6,9 @@ never read here. Every figure below is cross-validated with folds grouped by que
 
 Steps:
 
-1. Run the real pipeline once per question (query vector, hits, the candidate sentences of the
-   first ``answer_hits`` hits, exactly as ``Pipeline.ask``); cached under ``$RAG_HOME/cache``.
+1. Run the real pipeline once per question (query vector, hits, and what the answerer reads:
+   :meth:`rag.pipeline.Pipeline.evidence`, exactly as ``Pipeline.ask``), for every
+   ``answer_hits`` in :data:`ANSWER_HITS_GRID`; cached under ``$RAG_HOME/cache``.
 2. **Sentence scorer**: rows = candidates of answerable questions, label = the sentence holds
    a gold key (normalised substring). Candidates: logistic regression (C in a grid) and
    gradient-boosted trees (depth, number of trees); chosen by grouped-CV top-1 accuracy (the
@@ -23,7 +24,10 @@ Steps:
    reported confidence is their product. Out-of-fold P(answerable) gives the threshold: the
    highest one whose false abstention (answerable questions abstained) stays at most
    ``--max-false-abstention``.
-6. Write the model file with the sha256 of the training files and the cross-validated figures
+6. ``answer_hits`` (how many hits the answerer reads) is chosen like the rest: steps 2-5 run
+   for each value of :data:`ANSWER_HITS_GRID` and the one with the highest cross-validated
+   key recall *after* abstention (ties: fewer hits, the faster answer) is kept.
+7. Write the model file with the sha256 of the training files and the cross-validated figures
    per split and type, and print them.
 
 Usage::
@@ -31,6 +35,9 @@ Usage::
     .venv/bin/python eval/fit_answerer.py                # fit and write rag/data/answer_model.json
     .venv/bin/python eval/fit_answerer.py --dry-run      # fit and print, write nothing
     .venv/bin/python eval/fit_answerer.py --show dev     # also print each dev question's CV answer
+
+``eval/diagnose_answerer.py`` re-runs the cross-validation with the hyper-parameters recorded in a
+model file (:func:`cross_validate`) and classifies every loss.
 """
 
 from __future__ import annotations
@@ -44,7 +51,7 @@ import statistics
 import sys
 import time
 from collections import defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -60,14 +67,17 @@ from rag.config import PROJECT_ROOT, Settings  # noqa: E402
 from rag.gold import load_gold, norm_ws  # noqa: E402
 
 TRAIN_FILES = (PROJECT_ROOT / "eval" / "train.jsonl", PROJECT_ROOT / "eval" / "gold.jsonl")
-#: Grouped folds (5: every fold keeps ~55 questions to score, enough for the rare types).
+#: Grouped folds (5: every fold keeps ~100 questions to score, enough for the rare types).
 N_FOLDS = 5
 
+#: How many hits the answerer reads (``settings.answer_hits``); chosen by CV (step 6).
+ANSWER_HITS_GRID = (5, 8, 10)
 #: Composition grid (see rag/answer/compose.py for what each does).
 COMPOSE_GRID = {
     "factoid_second_ratio": (0.6, 0.8, 1.01),
     "list_min_ratio": (0.05, 0.1, 0.2, 0.4),
     "part_other_weight": (0.25, 0.5),
+    "part_whole_weight": (0.0, 0.5),
     "factoid_window": ((60, 90), (80, 120), (100, 150)),
     "list_window_chars": (120, 160),
     "list_by_source": (0, 1),
@@ -76,10 +86,19 @@ COMPOSE_GRID = {
 LOGISTIC_C = (0.03, 0.1, 0.3, 1.0, 3.0)
 TREE_GRID = ((2, 200), (3, 200))  # (max_depth, n_estimators), learning rate 0.05
 ANSWER_C = (0.03, 0.1, 0.3, 1.0, 3.0)
+#: Answerability-head candidates besides the logistic C grid: gradient-boosted trees
+#: ("trees", max_depth, n_estimators), learning rate 0.05.
+ANSWER_TREES = (("trees", 2, 100), ("trees", 2, 200), ("trees", 3, 100))
 
 
 @dataclass
 class Example:
+    """One training question with what the pipeline retrieved for it.
+
+    ``hits``/``cands`` are what the answerer reads (``Pipeline.evidence``); ``top_texts`` are the
+    matching forms of the top-10 hits (the diagnosis tells "not retrieved" from "not read").
+    """
+
     qid: str
     split: str
     qtype: str
@@ -89,6 +108,7 @@ class Example:
     qv: np.ndarray | None
     hits: list
     cands: list
+    top_texts: tuple[str, ...] = ()
     mode: str = "dense"
 
 
@@ -100,39 +120,63 @@ def sha256_files(paths) -> tuple[str, dict[str, str]]:
     return combined, per
 
 
-def collect(paths, settings: Settings, cache_dir: Path):
-    """Examples of every question in ``paths`` and the documents, via the real pipeline."""
+def _source_hash() -> str:
+    """Hash of the code that decides what the answerer reads (a change invalidates the cache)."""
+    h = hashlib.sha256()
+    for rel in ("rag/pipeline.py", "rag/retriever.py", "rag/answer/question.py"):
+        h.update((PROJECT_ROOT / rel).read_bytes())
+    return h.hexdigest()[:12]
+
+
+def store_documents(pipeline) -> dict:
+    """``doc_id -> Document`` of every stored document."""
+    store = pipeline.store
+    return {info.doc_id: store.document(info.doc_id) for info in store.list_documents()}
+
+
+def collect(paths, settings: Settings, cache_dir: Path, answer_hits_grid=ANSWER_HITS_GRID):
+    """Examples of every question in ``paths`` (one list per ``answer_hits``), the stored
+    documents and the store's metadata, via the real pipeline.
+
+    Returns:
+        ``({answer_hits: [Example, ...]}, {doc_id: Document}, meta)``.
+    """
     from rag.pipeline import Pipeline
 
     questions = []
     for path in paths:
         split = "dev" if path.name == "gold.jsonl" else path.stem
         questions += [(split, q) for q in load_gold(path)]
-    key = hashlib.sha256(json.dumps([(s, q.to_dict()) for s, q in questions], ensure_ascii=False)
-                         .encode()).hexdigest()[:16]
+    key = hashlib.sha256(json.dumps([[(s, q.to_dict()) for s, q in questions], list(answer_hits_grid),
+                                     _source_hash()], ensure_ascii=False).encode()).hexdigest()[:16]
     pipeline = Pipeline(settings)
     # The model file is what this script writes: the pipeline's answerer must not need it here.
     pipeline._answerer = Answerer(settings, model=_Bootstrap({}))
     pipeline.warm_up()
-    meta_key = hashlib.sha256(json.dumps(pipeline.index.meta, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    meta = {k: v for k, v in pipeline.store.meta.items() if not k.startswith("corpus_signature:")}
+    meta_key = hashlib.sha256(json.dumps(meta, sort_keys=True, default=str).encode()).hexdigest()[:12]
     cache = cache_dir / f"fit_inputs-{key}-{meta_key}.pkl"
     if cache.exists():
         with open(cache, "rb") as fh:
             data = pickle.load(fh)
-        return [Example(**e) for e in data["examples"]], data["documents"], pipeline.index.meta
-    examples = []
+        return ({k: [Example(**e) for e in rows] for k, rows in data["examples"].items()},
+                data["documents"], meta)
+    by_k: dict[int, list[Example]] = {k: [] for k in answer_hits_grid}
     for split, q in questions:
         text = q.question.strip()
         qv = pipeline.embed_question(text)
         hits = pipeline.retrieve(text, top_k=10, query_vector=qv)
-        evidence = hits[:settings.answer_hits]
-        examples.append(Example(q.id, split, q.type, text, q.keys, q.unanswerable, qv, evidence,
-                                pipeline.candidates(evidence)))
-    documents = dict(pipeline.index.documents)
+        top = tuple(norm_ws(h.text) for h in hits)
+        for k in answer_hits_grid:
+            evidence, cands = pipeline.evidence(text, qv, hits, answer_hits=k)
+            by_k[k].append(Example(q.id, split, q.type, text, q.keys, q.unanswerable, qv, evidence,
+                                   cands, top))
+    documents = store_documents(pipeline)
     cache_dir.mkdir(parents=True, exist_ok=True)
     with open(cache, "wb") as fh:
-        pickle.dump({"examples": [vars(e) for e in examples], "documents": documents}, fh)
-    return examples, documents, pipeline.index.meta
+        pickle.dump({"examples": {k: [vars(e) for e in rows] for k, rows in by_k.items()},
+                     "documents": documents}, fh)
+    return by_k, documents, meta
 
 
 class _Bootstrap:
@@ -141,6 +185,7 @@ class _Bootstrap:
     def __init__(self, compose):
         self.compose = dict(compose)
         self.threshold = 0.0
+        self.training = {}
 
 
 def sentence_labels(case: Case, keys) -> np.ndarray:
@@ -149,8 +194,8 @@ def sentence_labels(case: Case, keys) -> np.ndarray:
 
 
 def folds_of(examples, n_folds: int) -> np.ndarray:
-    """Fold number per example: GroupKFold over question ids (stratified by answerability by
-    interleaving)."""
+    """Fold number per example: GroupKFold over question ids (stratified by answerability and
+    type by interleaving)."""
     from sklearn.model_selection import GroupKFold
 
     fold = np.zeros(len(examples), dtype=int)
@@ -169,16 +214,28 @@ def make_scorer(kind: str, param):
     from sklearn.preprocessing import StandardScaler
 
     if kind == "logistic":
-        return make_pipeline(StandardScaler(), LogisticRegression(C=param, max_iter=5000))
+        C = param[0] if isinstance(param, (tuple, list)) else param
+        return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=5000))
     depth, n = param
     return GradientBoostingClassifier(max_depth=depth, n_estimators=n, learning_rate=0.05, subsample=1.0,
                                       random_state=0)
 
 
-def fit_rows(cases, examples, idx):
+def fit_rows(cases, idx):
+    """Stacked candidate rows, labels and per-row weights (1 / the question's candidate count:
+    every question counts once, however many sentences it retrieved)."""
     X = np.vstack([cases[i].X for i in idx if len(cases[i].X)])
     y = np.concatenate([cases[i].labels for i in idx if len(cases[i].X)])
-    return X, y
+    w = np.concatenate([np.full(len(cases[i].X), 1.0 / len(cases[i].X)) for i in idx if len(cases[i].X)])
+    return X, y, w * (len(w) / w.sum())
+
+
+def fit_scorer(kind, param, X, y, w):
+    """Fit a sentence scorer; ``param`` of a logistic scorer is ``C`` or ``(C, "per-question")``
+    (rows weighted so that each question counts once)."""
+    if kind == "logistic" and isinstance(param, tuple):
+        return make_scorer(kind, param[0]).fit(X, y, logisticregression__sample_weight=w)
+    return make_scorer(kind, param).fit(X, y)
 
 
 def oof_logits(kind, param, cases, examples, fold, n_folds):
@@ -186,8 +243,7 @@ def oof_logits(kind, param, cases, examples, fold, n_folds):
     out = [None] * len(examples)
     for k in range(n_folds):
         train = [i for i in range(len(examples)) if fold[i] != k and not examples[i].unanswerable]
-        X, y = fit_rows(cases, examples, train)
-        model = make_scorer(kind, param).fit(X, y)
+        model = fit_scorer(kind, param, *fit_rows(cases, train))
         for i in range(len(examples)):
             if fold[i] == k and len(cases[i].X):
                 out[i] = (model.decision_function(cases[i].X),
@@ -199,8 +255,8 @@ def oof_logits(kind, param, cases, examples, fold, n_folds):
 
 def top1(cases, examples, logits) -> float:
     """Share of answerable questions (dense mode) whose best-scored sentence holds a key."""
-    hits = [float(cases[i].labels[int(np.argmax(logits[i][0]))]) for i in range(len(examples))
-            if not examples[i].unanswerable and len(cases[i].X) and examples[i].mode == "dense"]
+    hits = [float(cases[i].labels[int(np.argmax(logits[i][0]))]) if len(cases[i].X) else 0.0
+            for i in range(len(examples)) if not examples[i].unanswerable and examples[i].mode == "dense"]
     return float(np.mean(hits))
 
 
@@ -225,14 +281,18 @@ def export_scorer(scorer, X_probe: np.ndarray) -> dict:
             "init": float(raw - scorer.learning_rate * tree_sum), "trees": trees}
 
 
-def export_calibrated(model) -> dict:
-    """An answerability entry of the model file for a fitted ``CalibratedClassifierCV(
-    make_pipeline(StandardScaler(), LogisticRegression()), method="sigmoid", ensemble=False)``."""
+def export_calibrated(model, X_probe: np.ndarray | None = None) -> dict:
+    """An answerability entry of the model file for a fitted ``CalibratedClassifierCV(...,
+    method="sigmoid", ensemble=False)`` around ``make_pipeline(StandardScaler(),
+    LogisticRegression())`` or a ``GradientBoostingClassifier`` (``X_probe``: one row, for the
+    trees' constant)."""
     cc = model.calibrated_classifiers_[0]
-    scaler, lr = cc.estimator.steps[0][1], cc.estimator.steps[-1][1]
-    return {"kind": "logistic", "mean": scaler.mean_.tolist(), "scale": scaler.scale_.tolist(),
-            "coef": lr.coef_[0].tolist(), "intercept": float(lr.intercept_[0]),
-            "platt_a": float(cc.calibrators[0].a_), "platt_b": float(cc.calibrators[0].b_)}
+    platt = {"platt_a": float(cc.calibrators[0].a_), "platt_b": float(cc.calibrators[0].b_)}
+    if hasattr(cc.estimator, "steps"):
+        scaler, lr = cc.estimator.steps[0][1], cc.estimator.steps[-1][1]
+        return {"kind": "logistic", "mean": scaler.mean_.tolist(), "scale": scaler.scale_.tolist(),
+                "coef": lr.coef_[0].tolist(), "intercept": float(lr.intercept_[0]), **platt}
+    return {**export_scorer(cc.estimator, X_probe), **platt}
 
 
 def answer_text(choices) -> str:
@@ -286,90 +346,105 @@ def summarise(examples, answered, texts, idx=None) -> dict:
     return out
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", type=Path, default=MODEL_PATH)
-    ap.add_argument("--dry-run", action="store_true")
-    ap.add_argument("--max-median-chars", type=float, default=100.0)
-    ap.add_argument("--max-false-abstention", type=float, default=0.05,
-                    help="cross-validated false-abstention ceiling for the threshold (issue target 6%%)")
-    ap.add_argument("--show", choices=("dev", "train"), default=None)
-    ap.add_argument("--fast", action="store_true",
-                    help="explore: one sentence-scorer candidate per family and a one-point composition grid")
-    args = ap.parse_args(argv)
-
+def _calibrated(C):
+    """Platt-calibrated head: ``C`` is a logistic regression's C, or ``("trees", depth, n)``."""
     from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.ensemble import GradientBoostingClassifier
     from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import log_loss
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
-    import sklearn
 
-    started = time.perf_counter()
-    settings = Settings.from_env()
-    paths = [p for p in TRAIN_FILES if p.exists()]
-    data_sha, per_file = sha256_files(paths)
-    examples, documents, index_meta = collect(paths, settings, settings.home / "cache")
-    archive = InMemoryArchive(documents)
-    # Every question twice: with its query vector, and without (lexical mode: the answerer's
-    # mode when no query vector comes or the embedder is not the one the model was fitted with).
-    examples = examples + [replace(e, mode="lexical", qv=None) for e in examples]
-    dense = np.array([e.mode == "dense" for e in examples])
-    print(f"{int(dense.sum())} questions from {', '.join(p.name for p in paths)} "
-          f"({sum(e.unanswerable for e in examples) // 2} unanswerable); collected in {time.perf_counter() - started:.0f} s")
+    if isinstance(C, (tuple, list)):
+        base = GradientBoostingClassifier(max_depth=int(C[1]), n_estimators=int(C[2]), learning_rate=0.05,
+                                          random_state=0)
+    else:
+        base = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=5000))
+    return CalibratedClassifierCV(base, method="sigmoid", cv=N_FOLDS, ensemble=False)
 
-    weights = COMPOSE_GRID["part_other_weight"]
-    answerer = Answerer(settings.replace(abstain_threshold=0.0), model=_Bootstrap({}))
-    cases_by_weight = {}
+
+def _oof_calibrated(F, y, rows, has, fold, C):
+    """Out-of-fold calibrated P for every example with choices, fitted on ``rows``."""
+    p = np.zeros(len(F))
+    for k in range(N_FOLDS):
+        tr = np.where(rows & (fold != k))[0]
+        te = np.where(has & (fold == k))[0]
+        if len(te):
+            p[te] = _calibrated(C).fit(F[tr], y[tr]).predict_proba(F[te])[:, 1]
+    return p
+
+
+def choose_C(F, y, rows, has, fold, name, grid=ANSWER_C + ANSWER_TREES, verbose=True):
+    """C by grouped-CV log-loss over ``rows``; returns ``(C, loss, out-of-fold P)``."""
+    from sklearn.metrics import log_loss
+
+    best = None
+    for C in grid:
+        p = _oof_calibrated(F, y, rows, has, fold, C)
+        loss = log_loss(y[rows], np.clip(p[rows], 1e-6, 1 - 1e-6))
+        if verbose:
+            print(f"  {name} C={C}: CV log-loss {loss:.4f}")
+        # Trees must beat the logistic regressions by more than 1% of the log-loss (smaller
+        # differences are within fold-to-fold noise): ties go to the simpler model.
+        margin = 0.01 * best[1] if best is not None and isinstance(C, tuple) and not isinstance(best[0], tuple) else 1e-9
+        if best is None or loss < best[1] - margin:
+            best = (C, loss, p)
+    return best
+
+
+def cv_threshold(p_a, answerable, in_mode, max_false_abstention) -> float:
+    """The highest threshold on out-of-fold P(answerable) whose false abstention stays at most
+    ``max_false_abstention``."""
+    threshold = 0.0
+    n = max(1, int(np.sum(answerable & in_mode)))
+    for t in sorted(set(np.round(p_a[in_mode], 4)) | {0.0}):
+        if float(np.sum((p_a < t) & answerable & in_mode) / n) <= max_false_abstention:
+            threshold = float(t)
+    return threshold
+
+
+@dataclass
+class CV:
+    """Everything cross-validation computed for one configuration (indices follow ``examples``:
+    each question twice, dense mode then lexical mode)."""
+
+    examples: list
+    cases: list
+    fold: np.ndarray
+    logits: list
+    choices: list
+    texts: list
+    F: np.ndarray
+    p_answerable: np.ndarray
+    conf: np.ndarray
+    thresholds: np.ndarray
+    answered: list
+    heads: dict
+    figures: dict = field(default_factory=dict)
+
+
+def prepare_cases(answerer, examples, archive, weights):
+    """``{part_other_weight: [Case]}`` with sentence labels attached."""
+    out = {}
     for w in weights:
         cases = []
         for ex in examples:
             c = answerer.case(ex.question, ex.qv, ex.hits, ex.cands, archive, part_other_weight=w)
             c.labels = sentence_labels(c, ex.keys) if not ex.unanswerable else np.zeros(len(c.prep), dtype=int)
             cases.append(c)
-        cases_by_weight[w] = cases
-    base = cases_by_weight[weights[1]]
-    fold = folds_of(examples, N_FOLDS)
-    print(f"features in {time.perf_counter() - started:.0f} s; "
-          f"{sum(len(c.X) for c, e in zip(base, examples) if not e.unanswerable)} candidate rows")
+        out[w] = cases
+    return out
 
-    # 2. sentence scorer
-    results = []
-    families = (("logistic", LOGISTIC_C[1:2]),) if args.fast else (("logistic", LOGISTIC_C), ("trees", TREE_GRID))
-    for kind, grid in families:
-        for param in grid:
-            logits = oof_logits(kind, param, base, examples, fold, N_FOLDS)
-            acc = top1(base, examples, logits)
-            results.append((kind, param, acc))
-            print(f"  sentence scorer {kind} {param}: CV top-1 {acc:.3f}")
-    best_acc = max(r[2] for r in results)
-    # Ties within one question's worth of accuracy go to the simpler model (logistic first).
-    n_ans = sum(not e.unanswerable for e in examples) // 2
-    kind, param, acc = next(r for r in results if r[2] >= best_acc - 1.0 / n_ans)
-    print(f"chosen sentence scorer: {kind} {param} (CV top-1 {acc:.3f})")
 
-    # 3. out-of-fold logits for every part weight
-    oof = {w: oof_logits(kind, param, cases_by_weight[w], examples, fold, N_FOLDS)
-           for w in (weights[1:2] if args.fast else weights)}
+def with_lexical(examples):
+    """Every question twice: with its query vector, and without (lexical mode: the answerer's
+    mode when no query vector comes or the embedder is not the one the model was fitted with)."""
+    return examples + [replace(e, mode="lexical", qv=None) for e in examples]
 
-    # 4. composition grid
-    best = None
-    grid = [tuple(v[len(v) // 2] for v in COMPOSE_GRID.values())] if args.fast else \
-        itertools.product(*COMPOSE_GRID.values())
-    for combo in grid:
-        params = params_of(combo)
-        choices = compose_all(answerer, cases_by_weight, examples, oof, params)
-        texts = [answer_text(c) for c in choices]
-        answered = [bool(c) for c in choices]
-        s = summarise(examples, answered, texts, np.where(dense)[0])["all"]
-        ok = s["median_chars"] is not None and s["median_chars"] <= args.max_median_chars
-        key = (ok, s["key_recall"], -s["median_chars"])
-        if best is None or key > best[0]:
-            best = (key, params, s)
-    _, compose_params, s = best
-    print(f"composition: {compose_params} -> CV key recall {s['key_recall']} median {s['median_chars']} chars")
 
-    # 5. answerability
+def cross_validate(answerer, examples, cases_by_weight, fold, oof, compose_params, heads_C=None,
+                   max_false_abstention=0.05, verbose=True) -> CV:
+    """Composition, answerability heads (C chosen by CV unless ``heads_C`` gives
+    ``{mode: (C, C_right)}``), thresholds and the resulting per-split figures, all out of fold."""
     w = compose_params["part_other_weight"]
     cases = cases_by_weight[w]
     choices = compose_all(answerer, cases_by_weight, examples, oof, compose_params)
@@ -381,92 +456,208 @@ def main(argv=None) -> int:
     right = np.array([int((not e.unanswerable) and bool(choices[i]) and key_hit(texts[i], e.keys))
                       for i, e in enumerate(examples)])
     has = np.array([bool(c) for c in choices])
-
-    def calibrated(C):
-        base_lr = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=5000))
-        return CalibratedClassifierCV(base_lr, method="sigmoid", cv=N_FOLDS, ensemble=False)
-
-    def fit_calibrated(y, rows, name):
-        """C by grouped-CV log-loss over ``rows``; returns (C, loss, out-of-fold P for every
-        example with choices)."""
-        best_c = None
-        for C in ANSWER_C:
-            p = np.zeros(len(examples))
-            for k in range(N_FOLDS):
-                tr = np.where(rows & (fold != k))[0]
-                te = np.where(has & (fold == k))[0]
-                p[te] = calibrated(C).fit(F[tr], y[tr]).predict_proba(F[te])[:, 1]
-            loss = log_loss(y[rows], np.clip(p[rows], 1e-6, 1 - 1e-6))
-            print(f"  {name} C={C}: CV log-loss {loss:.4f}")
-            if best_c is None or loss < best_c[1] - 1e-9:
-                best_c = (C, loss, p)
-        return best_c
-
-    # Per mode (dense / lexical): P(answerable) over every question with an answer draft,
-    # P(right | answerable) over the answerable ones, and the threshold.
+    dense = np.array([e.mode == "dense" for e in examples])
     heads, p_answerable, conf = {}, np.zeros(len(examples)), np.zeros(len(examples))
     thresholds = np.zeros(len(examples))
     for mode, in_mode in (("dense", dense), ("lexical", ~dense)):
-        C, loss, p_a = fit_calibrated(answerable.astype(int), has & in_mode, f"{mode} answerability")
-        C_right, loss_right, p_r = fit_calibrated(right, has & answerable & in_mode, f"{mode} correctness")
-        threshold = 0.0
-        for t in sorted(set(np.round(p_a[in_mode], 4)) | {0.0}):
-            fa = float(np.sum((p_a < t) & answerable & in_mode) / np.sum(answerable & in_mode))
-            if fa <= args.max_false_abstention:
-                threshold = float(t)
-        print(f"{mode}: answerability C={C} (CV log-loss {loss:.4f}), correctness C={C_right} "
-              f"(CV log-loss {loss_right:.4f}); threshold {threshold:.4f} "
-              f"(CV false abstention <= {args.max_false_abstention})")
+        rows_a, rows_r = has & in_mode, has & answerable & in_mode
+        if heads_C is None:
+            C, loss, p_a = choose_C(F, answerable.astype(int), rows_a, has, fold, f"{mode} answerability",
+                                    verbose=verbose)
+            C_right, loss_right, p_r = choose_C(F, right, rows_r, has, fold, f"{mode} correctness",
+                                                verbose=verbose)
+        else:
+            C, C_right = heads_C[mode]
+            p_a = _oof_calibrated(F, answerable.astype(int), rows_a, has, fold, C)
+            p_r = _oof_calibrated(F, right, rows_r, has, fold, C_right)
+            loss = loss_right = float("nan")
+        threshold = cv_threshold(p_a, answerable, in_mode, max_false_abstention)
+        if verbose:
+            print(f"{mode}: answerability C={C} (CV log-loss {loss:.4f}), correctness C={C_right} "
+                  f"(CV log-loss {loss_right:.4f}); threshold {threshold:.4f} "
+                  f"(CV false abstention <= {max_false_abstention})")
         heads[mode] = {"C": C, "C_right": C_right, "loss": loss, "loss_right": loss_right, "threshold": threshold}
         p_answerable[in_mode] = p_a[in_mode]
         conf[in_mode] = (p_a * p_r)[in_mode]
         thresholds[in_mode] = threshold
-    cal = [(lo, hi, conf[has & dense & (conf >= lo) & (conf < hi)]) for lo, hi in ((0, .2), (.2, .4), (.4, .6), (.6, .8), (.8, 1.01))]
-    print("confidence calibration (CV, dense): " + "; ".join(
-        f"[{lo:.1f},{min(hi, 1):.1f}) n={len(v)} mean={v.mean():.2f} "
-        f"right={right[has & dense & (conf >= lo) & (conf < hi)].mean():.2f}"
-        for lo, hi, v in cal if len(v)))
     # As Answerer.draft: no topic word, or none the archive knows, abstains whatever the model says.
     knows = [bool(cases[i].question.weights) and cases[i].question.unknown_share < 1.0 for i in range(len(examples))]
     answered = [bool(choices[i]) and knows[i] and p_answerable[i] >= thresholds[i] for i in range(len(examples))]
-    figures = {split: summarise(examples, answered, texts, [i for i, e in enumerate(examples)
-                                                            if e.split == split and e.mode == "dense"])
-               for split in sorted({e.split for e in examples})}
-    figures["train+dev"] = summarise(examples, answered, texts, np.where(dense)[0])
-    figures["train+dev, lexical mode"] = summarise(examples, answered, texts, np.where(~dense)[0])
+    cv = CV(examples, cases, fold, oof[w], choices, texts, F, p_answerable, conf, thresholds, answered, heads)
+    cv.figures = {split: summarise(examples, answered, texts, [i for i, e in enumerate(examples)
+                                                               if e.split == split and e.mode == "dense"])
+                  for split in sorted({e.split for e in examples})}
+    cv.figures["train+dev"] = summarise(examples, answered, texts, np.where(dense)[0])
+    cv.figures["train+dev, lexical mode"] = summarise(examples, answered, texts, np.where(~dense)[0])
+    return cv
+
+
+def search(answerer, examples, archive, fold, fast=False, max_median_chars=100.0, verbose=True, trees=False):
+    """Steps 2-4 for one ``answer_hits``: scorer, out-of-fold logits, composition parameters.
+
+    Returns:
+        ``(cases_by_weight, (kind, param, scorer results), oof, compose_params)``.
+    """
+    started = time.perf_counter()
+    weights = COMPOSE_GRID["part_other_weight"]
+    cases_by_weight = prepare_cases(answerer, examples, archive, weights)
+    base = cases_by_weight[weights[1]]
+    dense = np.array([e.mode == "dense" for e in examples])
+    if verbose:
+        print(f"features in {time.perf_counter() - started:.0f} s; "
+              f"{sum(len(c.X) for c, e in zip(base, examples) if not e.unanswerable)} candidate rows")
+    results = []
+    weighted = tuple((C, "per-question") for C in LOGISTIC_C)
+    families = (("logistic", LOGISTIC_C[1:2] + weighted[1:2]),) if fast else \
+        (("logistic", LOGISTIC_C + weighted),) + ((("trees", TREE_GRID),) if trees else ())
+    for kind, grid in families:
+        for param in grid:
+            logits = oof_logits(kind, param, base, examples, fold, N_FOLDS)
+            acc = top1(base, examples, logits)
+            results.append((kind, param, acc))
+            if verbose:
+                print(f"  sentence scorer {kind} {param}: CV top-1 {acc:.3f}")
+    best_acc = max(r[2] for r in results)
+    # Ties within one question's worth of accuracy go to the simpler model (logistic first).
+    n_ans = sum(not e.unanswerable for e in examples) // 2
+    kind, param, acc = next(r for r in results if r[2] >= best_acc - 1.0 / n_ans)
+    if verbose:
+        print(f"chosen sentence scorer: {kind} {param} (CV top-1 {acc:.3f})")
+    oof = {w: oof_logits(kind, param, cases_by_weight[w], examples, fold, N_FOLDS)
+           for w in (weights[1:2] if fast else weights)}
+    best = None
+    grid = [tuple(v[len(v) // 2] for v in COMPOSE_GRID.values())] if fast else \
+        itertools.product(*COMPOSE_GRID.values())
+    for combo in grid:
+        params = params_of(combo)
+        choices = compose_all(answerer, cases_by_weight, examples, oof, params)
+        texts = [answer_text(c) for c in choices]
+        answered = [bool(c) for c in choices]
+        s = summarise(examples, answered, texts, np.where(dense)[0])["all"]
+        ok = s["median_chars"] is not None and s["median_chars"] <= max_median_chars
+        key = (ok, s["key_recall"], -s["median_chars"])
+        if best is None or key > best[0]:
+            best = (key, params, s)
+    _, compose_params, s = best
+    if verbose:
+        print(f"composition: {compose_params} -> CV key recall {s['key_recall']} median {s['median_chars']} chars")
+    return cases_by_weight, (kind, param, results), oof, compose_params
+
+
+def print_figures(figures) -> None:
     for split, by_type in figures.items():
         print(f"\nCV figures, {split}:")
         for t, row in by_type.items():
             print(f"  {t:<14} {row}")
+
+
+def load_training(settings: Settings):
+    """``(paths, data sha256, per-file sha256, {answer_hits: examples with lexical twins}, archive,
+    store meta)``."""
+    paths = [p for p in TRAIN_FILES if p.exists()]
+    data_sha, per_file = sha256_files(paths)
+    by_k, documents, meta = collect(paths, settings, settings.home / "cache")
+    archive = InMemoryArchive(documents)
+    return paths, data_sha, per_file, {k: with_lexical(v) for k, v in by_k.items()}, archive, meta
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=Path, default=MODEL_PATH)
+    ap.add_argument("--dry-run", action="store_true")
+    ap.add_argument("--max-median-chars", type=float, default=100.0)
+    ap.add_argument("--max-false-abstention", type=float, default=0.05,
+                    help="cross-validated false-abstention ceiling for the threshold (issue target 6%%)")
+    ap.add_argument("--show", choices=("dev", "train"), default=None)
+    ap.add_argument("--answer-hits", type=int, nargs="+", default=list(ANSWER_HITS_GRID),
+                    help="answer_hits values to try (default: the whole grid)")
+    ap.add_argument("--trees", action="store_true",
+                    help="also try gradient-boosted trees as the sentence scorer (never better than the logistic "
+                         "regression by more than one question in round 1 and round 2, at about 5x the fit time)")
+    ap.add_argument("--fast", action="store_true",
+                    help="explore: one sentence-scorer candidate per family and a one-point composition grid")
+    args = ap.parse_args(argv)
+
+    import sklearn
+
+    started = time.perf_counter()
+    settings = Settings.from_env()
+    paths, data_sha, per_file, by_k, archive, index_meta = load_training(settings)
+    any_k = next(iter(by_k.values()))
+    dense = np.array([e.mode == "dense" for e in any_k])
+    print(f"{int(dense.sum())} questions from {', '.join(p.name for p in paths)} "
+          f"({sum(e.unanswerable for e in any_k) // 2} unanswerable); collected in {time.perf_counter() - started:.0f} s")
+    answerer = Answerer(settings.replace(abstain_threshold=0.0), model=_Bootstrap({}))
+    fold = folds_of(any_k, N_FOLDS)
+
+    # Steps 2-5 for each answer_hits; keep the best cross-validated key recall after abstention.
+    runs = {}
+    for k in args.answer_hits:
+        print(f"\n=== answer_hits {k} ===")
+        examples = by_k[k]
+        cases_by_weight, scorer_choice, oof, compose_params = search(
+            answerer, examples, archive, fold, fast=args.fast, max_median_chars=args.max_median_chars,
+            trees=args.trees)
+        cv = cross_validate(answerer, examples, cases_by_weight, fold, oof, compose_params,
+                            max_false_abstention=args.max_false_abstention)
+        s = cv.figures["train+dev"]["all"]
+        print(f"answer_hits {k}: CV key recall {s['key_recall']}, false abstention {s['false_abstention']}, "
+              f"median {s['median_chars']}")
+        runs[k] = (cases_by_weight, scorer_choice, compose_params, cv)
+    answer_hits = max(runs, key=lambda k: (runs[k][3].figures["train+dev"]["all"]["key_recall"], -k))
+    cases_by_weight, (kind, param, results), compose_params, cv = runs[answer_hits]
+    examples = by_k[answer_hits]
+    print(f"\nchosen answer_hits {answer_hits}; scorer {kind} {param}; composition {compose_params}")
+    heads = cv.heads
+    answerable = np.array([not e.unanswerable for e in examples])
+    has = np.array([bool(c) for c in cv.choices])
+    right = np.array([int((not e.unanswerable) and bool(cv.choices[i]) and key_hit(cv.texts[i], e.keys))
+                      for i, e in enumerate(examples)])
+    cal = [(lo, hi) for lo, hi in ((0, .2), (.2, .4), (.4, .6), (.6, .8), (.8, 1.01))]
+    conf = cv.conf
+    print("confidence calibration (CV, dense): " + "; ".join(
+        f"[{lo:.1f},{min(hi, 1):.1f}) n={int(np.sum(m))} mean={conf[m].mean():.2f} right={right[m].mean():.2f}"
+        for lo, hi in cal for m in [has & dense & (conf >= lo) & (conf < hi)] if np.sum(m)))
+    print_figures(cv.figures)
     if args.show:
         for i, e in enumerate(examples):
             if e.split != args.show or e.mode != "dense":
                 continue
-            ok = (not e.unanswerable and answered[i] and key_hit(texts[i], e.keys)) or (e.unanswerable and not answered[i])
-            print(f"\n{'ok  ' if ok else 'FAIL'} {e.qid} [{e.qtype}] answerable={p_answerable[i]:.3f} "
+            ok = (not e.unanswerable and cv.answered[i] and key_hit(cv.texts[i], e.keys)) or \
+                 (e.unanswerable and not cv.answered[i])
+            print(f"\n{'ok  ' if ok else 'FAIL'} {e.qid} [{e.qtype}] answerable={cv.p_answerable[i]:.3f} "
                   f"conf={conf[i]:.3f} {e.question} keys={list(e.keys)}")
-            print("     " + (texts[i] if answered[i] else "(abstained) " + texts[i]).replace("\n", " "))
+            print("     " + (cv.texts[i] if cv.answered[i] else "(abstained) " + cv.texts[i]).replace("\n", " "))
             if not ok:
-                print("     " + " ".join(f"{n}={v:.2f}" for n, v in zip(ANSWER_FEATURES, F[i])))
+                print("     " + " ".join(f"{n}={v:.2f}" for n, v in zip(ANSWER_FEATURES, cv.F[i])))
 
-    # 6. final fit on everything and export
+    # 7. final fit on everything and export
+    cases = cases_by_weight[compose_params["part_other_weight"]]
+    F = cv.F
     train_rows = [i for i, e in enumerate(examples) if not e.unanswerable]
-    Xs, ys = fit_rows(cases, examples, train_rows)
-    scorer = make_scorer(kind, param).fit(Xs, ys)
+    Xs, ys, ws = fit_rows(cases, train_rows)
+    scorer = fit_scorer(kind, param, Xs, ys, ws)
     sentence = export_scorer(scorer, Xs[:1])
-    sentence["C" if kind == "logistic" else "grid"] = param
+    if kind == "logistic":
+        sentence["C"] = param[0] if isinstance(param, tuple) else param
+        sentence["weighting"] = param[1] if isinstance(param, tuple) else "per-row"
+    else:
+        sentence["grid"] = param
 
     def export(model, C, name):
-        out = export_calibrated(model)
-        print(f"{name} coefficients (standardised): " + ", ".join(
-            f"{n} {c:+.2f}" for n, c in sorted(zip(ANSWER_FEATURES, out["coef"]), key=lambda t: -abs(t[1]))))
-        return {**out, "C": C}
+        out = export_calibrated(model, F[has][:1])
+        if out["kind"] == "logistic":
+            print(f"{name} coefficients (standardised): " + ", ".join(
+                f"{n} {c:+.2f}" for n, c in sorted(zip(ANSWER_FEATURES, out["coef"]), key=lambda t: -abs(t[1]))))
+        else:
+            print(f"{name}: gradient-boosted trees {C}")
+        return {**out, "C": list(C) if isinstance(C, tuple) else C}
 
     finals, model_heads = {}, {}
     for mode, in_mode in (("dense", dense), ("lexical", ~dense)):
         h = heads[mode]
-        final = calibrated(h["C"]).fit(F[has & in_mode], answerable[has & in_mode].astype(int))
-        final_right = calibrated(h["C_right"]).fit(F[has & answerable & in_mode], right[has & answerable & in_mode])
+        final = _calibrated(h["C"]).fit(F[has & in_mode], answerable[has & in_mode].astype(int))
+        final_right = _calibrated(h["C_right"]).fit(F[has & answerable & in_mode], right[has & answerable & in_mode])
         finals[mode] = (final, final_right)
         model_heads[mode] = {"answerability": export(final, h["C"], f"{mode} answerability"),
                              "correctness": export(final_right, h["C_right"], f"{mode} correctness"),
@@ -476,21 +667,22 @@ def main(argv=None) -> int:
         "features": {"sentence": list(SENTENCE_FEATURES), "answer": list(ANSWER_FEATURES)},
         "sentence": sentence,
         "heads": model_heads,
-        "compose": compose_params,
+        "compose": {**compose_params, "answer_hits": answer_hits},
         "training": {
             "data_sha256": data_sha, "files": per_file,
             "questions": int(dense.sum()), "answerable": int((answerable & dense).sum()),
-            "embedding_dim": int(index_meta.get("dim", 0)),
+            "embedding_dim": int(index_meta.get("dim", 0) or 0),
             "sentence_rows": int(len(ys)), "embedding_model": index_meta.get("model_id"),
             "index": {k: index_meta.get(k) for k in ("chunk_size", "chunk_overlap", "corpus_hash",
                                                      "user_dict_hash")},
-            "answer_hits": settings.answer_hits,
+            "answer_hits": answer_hits,
             "scikit_learn": sklearn.__version__,
             "cv": {"folds": N_FOLDS, "sentence_top1": {f"{k} {p}": round(a, 4) for k, p, a in results},
                    "log_loss": {m: {"answerability": round(h["loss"], 4), "correctness": round(h["loss_right"], 4)}
                                 for m, h in heads.items()},
                    "max_false_abstention": args.max_false_abstention,
-                   "figures": figures},
+                   "answer_hits": {str(k): run[3].figures["train+dev"]["all"] for k, run in runs.items()},
+                   "figures": cv.figures},
         },
     }
     # The exported model must reproduce scikit-learn's numbers.

@@ -57,7 +57,9 @@ class Settings:
             BM25-indexed (see :func:`rag.chunking.section_context`), 0 to index the chunk alone.
         top_k: Hits returned by retrieval.
         answer_hits: The answer is composed from the first ``answer_hits`` hits only, so a larger
-            ``top_k`` (e.g. in evaluation) shows more passages without changing the answer.
+            ``top_k`` (e.g. in evaluation) shows more passages without changing the answer;
+            ``None`` (default): the number chosen by cross-validation with the answer model
+            (``eval/fit_answerer.py``, stored in ``rag/data/answer_model.json``).
         candidate_k: Hits each component retriever contributes to fusion.
         dense_weight: Weight of the dense retriever in score fusion (bm25 gets ``1 - w``).
         sentence_weight: Share of a chunk's best sentence cosine in its dense score (the rest is
@@ -123,7 +125,7 @@ class Settings:
     chunk_overlap: int = 80
     section_context: int = 1
     top_k: int = 5
-    answer_hits: int = 5
+    answer_hits: int | None = None
     candidate_k: int = 30
     dense_weight: float = 0.5
     sentence_weight: float = 0.5
@@ -258,7 +260,7 @@ def _parse(name: str, type_name: Any, raw: str) -> Any:
     try:
         if "Path" in type_name:
             return Path(raw)
-        if type_name == "int":
+        if type_name in ("int", "int | None"):
             return int(raw)
         if type_name in ("float", "float | None"):
             return float(raw)

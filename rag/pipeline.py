@@ -445,7 +445,7 @@ class Pipeline:
             query_vector: np.ndarray | None = None) -> Answer:
         """Answer ``question`` from the archive.
 
-        The answer is composed from the sentences of the first ``settings.answer_hits`` hits, so
+        The answer is composed from the sentences of the first :attr:`answer_hits` hits, so
         asking for more hits (e.g. ``top_k=10`` in evaluation) does not change the answer.
 
         Returns:
@@ -463,11 +463,17 @@ class Pipeline:
             started = time.perf_counter()
             query_vector = self.embed_question(question)
             timings["embed"] = _ms(started)
-        hits = self.retrieve(question, top_k=top_k, mode=mode, timings=timings, query_vector=query_vector)
+        top_k = self.settings.top_k if top_k is None else int(top_k)
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        # The answerer may read more hits than are shown (answer_hits > top_k).
+        hits = self.retrieve(question, top_k=max(top_k, self.answer_hits), mode=mode, timings=timings,
+                             query_vector=query_vector)
         started = time.perf_counter()
-        evidence = hits[:self.settings.answer_hits]
+        evidence, candidates = self.evidence(question, query_vector, hits)
+        hits = hits[:top_k]
         store = self.store
-        draft = self._answerer.answer(question, query_vector, evidence, self.candidates(evidence), store)
+        draft = self._answerer.answer(question, query_vector, evidence, candidates, store)
         citations = []
         for c in draft.citations:
             doc = store.document(c.doc_id)
@@ -479,6 +485,25 @@ class Pipeline:
                       citations=tuple(citations), hits=tuple(hits), timings_ms=timings,
                       confidence=draft.confidence, question_type=draft.question_type,
                       low_confidence=draft.low_confidence)
+
+    @property
+    def answer_hits(self) -> int:
+        """Hits the answerer reads: ``settings.answer_hits``, else the answer model's
+        cross-validated choice."""
+        if self.settings.answer_hits is not None:
+            return max(1, int(self.settings.answer_hits))
+        return self._answerer.answer_hits
+
+    def evidence(self, question: str, query_vector: np.ndarray | None, hits: Sequence[Hit],
+                 answer_hits: int | None = None) -> tuple[list[Hit], list[Candidate]]:
+        """What the answerer reads for ``question``: the first ``answer_hits`` (default
+        :attr:`answer_hits`) of the question's ``hits`` and the candidate sentences inside them.
+
+        Used by :meth:`ask` and by the answer model's fit and diagnosis scripts
+        (``eval/fit_answerer.py``), so they see exactly what ``rag ask`` answers from.
+        """
+        evidence = list(hits[:answer_hits or self.answer_hits])
+        return evidence, self.candidates(evidence)
 
     def candidates(self, hits: Sequence[Hit]) -> list[Candidate]:
         """The sentences inside ``hits`` (each once, with the best rank of a chunk holding it),

@@ -65,6 +65,7 @@ def make_model(sentence: dict[str, float], answer: dict[str, float], threshold: 
                 "coef": [weights.get(n, 0.0) for n in names], "intercept": b, "platt_a": -1.0,
                 "platt_b": 0.0}
     params = {"factoid_second_ratio": 1.01, "list_min_ratio": 0.2, "list_by_source": 0, "part_other_weight": 0.5,
+              "part_whole_weight": 0.0,
               "factoid_full_chars": 60, "factoid_window_chars": 90, "list_window_chars": 120}
     params.update(compose)
     return AnswerModel.from_dict({
@@ -278,12 +279,21 @@ def test_threshold_zero_answers_whatever_names_something_the_archive_knows():
     for q in ALL_QUESTIONS:
         draft, _ = ask(q, Settings(abstain_threshold=0.0))
         known = any(DOCS.mentions(t) for t in content_weights(q, DOCS))
-        assert draft.abstained == (not known), q
+        assert draft.abstained == (not known or analyse_question(q).future_day), q
 
 
 def test_question_about_nothing_the_archive_holds_abstains_whatever_the_threshold():
     draft, _ = ask("红烧肉怎么做", Settings(abstain_threshold=0.0))
     assert draft.abstained and draft.text == NOT_FOUND and draft.confidence == 0.0
+
+
+def test_question_about_a_day_after_it_is_asked_abstains_whatever_the_threshold():
+    # The archive holds past documents: 明天 (tomorrow) is never in it, whatever the topic.
+    assert not ask("全市脱贫人口人均收入达到多少", Settings(abstain_threshold=0.0))[0].abstained
+    draft, _ = ask("明天全市脱贫人口人均收入达到多少", Settings(abstain_threshold=0.0))
+    assert draft.abstained and draft.text == NOT_FOUND and draft.confidence == 0.0
+    assert analyse_question("后天辽源会下雪吗").future_day
+    assert not analyse_question("今天辽源气温多少度").future_day
 
 
 def test_model_threshold_used_unless_settings_override():
@@ -611,3 +621,111 @@ def test_list_round_robin_over_documents():
     assert {prep.spans[i].doc_id for i in plain} == {"001_b"}
     assert len({prep.spans[i].doc_id for i in spread}) >= 2
     assert spread[0] == plain[0]
+
+
+# --- round 2: identity questions, by-lines from the section, day deixis, synonyms --------------
+
+@pytest.mark.parametrize("question,kind", [
+    ("秦勇是谁", "title"), ("刘立新是谁？", "title"), ("宋煜是干什么的", "title"), ("于嗣沛到底是谁", "title"),
+    ("谁是秦勇", "person"), ("市政协主席是谁", "person"), ("关于加强科普教育基地建设的建议是哪位提的", "person"),
+])
+def test_identity_question_asks_for_a_title(question, kind):
+    """``X是谁`` about a named person asks who X is (a title or role), not for a person."""
+    assert [s.kind for s in analyse_question(question).slots] == [kind]
+
+
+def test_identity_question_answered_by_the_sentence_naming_the_person_with_a_title():
+    draft, _ = ask("秦勇是谁", model=make_model({"lex": 4.0, "slot_near": 4.0, "heading": -5.0}, {}, threshold=0.0,
+                                                 answer_intercept=5.0))
+    assert not draft.abstained
+    assert "局长秦勇" in draft.text
+
+
+_BYLINE_DOC = ("关于加强我市科普教育基地建设的建议\n\n"
+               "九三学社辽源市委员会兼职副主委 刘卫平\n\n"
+               "科普教育基地存在总量不足的问题。\n"
+               "建议加强科普教育基地人才队伍建设,设置专项人才经费。\n")
+
+
+def _body_candidates(raw: str, doc_id: str, section: str) -> list[Candidate]:
+    """The body lines of ``raw`` (after its heading block) as candidates under ``section``."""
+    cands = []
+    for i, line in enumerate(raw.split("\n")):
+        if line and ("。" in line):
+            start = raw.index(line)
+            cands.append(Candidate(Span(doc_id, start, start + len(line), line, line), np.ones(4, dtype=np.float32) / 2,
+                                   1, 1.0, 3, i, section=section))
+    return cands
+
+
+def test_who_question_quotes_the_byline_of_the_section():
+    """The body sentence about the proposal names no one; its section's by-line line does, and is
+    quoted verbatim before it."""
+    doc = Document(doc_id="k", title="k", date=None, path="k.txt", text=_BYLINE_DOC)
+    section = "关于加强我市科普教育基地建设的建议 九三学社辽源市委员会兼职副主委 刘卫平"
+    cands = _body_candidates(_BYLINE_DOC, "k", section)
+    hits = [Hit(chunk_id="k#0", doc_id="k", start=0, end=len(_BYLINE_DOC), text=_BYLINE_DOC, score=1.0, rank=1)]
+    model = make_model({"lex": 6.0}, {}, threshold=0.0, answer_intercept=5.0)
+    draft = Answerer(Settings(), model=model).answer("关于加强科普教育基地建设的建议是哪位提的", None, hits, cands,
+                                                       InMemoryArchive({"k": doc}))
+    assert not draft.abstained
+    assert "刘卫平" in draft.text
+    byline = [c for c in draft.citations if "刘卫平" in c.text]
+    assert byline and byline[0].text == "九三学社辽源市委员会兼职副主委 刘卫平"
+    for c in draft.citations:
+        assert _BYLINE_DOC[c.start:c.end] == c.text
+    # Not for a question that asks for something else.
+    other = Answerer(Settings(), model=model).answer("科普教育基地存在什么问题", None, hits, cands,
+                                                     InMemoryArchive({"k": doc}))
+    assert "刘卫平" not in other.text
+
+
+def test_section_mentions_name_the_person_of_a_byline():
+    from rag.answer.sentences import section_mentions
+
+    found = {(m.kind, m.text) for m in section_mentions(norm("关于加强我市科普教育基地建设的建议 九三学社辽源市委员会兼职副主委 刘卫平"))}
+    assert ("person", "刘卫平") in found and ("title", "副主委") in found
+
+
+@pytest.mark.parametrize("question,deictic", [
+    ("明天辽源天气怎么样，会下雪吗", True), ("今天辽源气温多少度", True), ("辽源省级科技创新平台现在有几个", False),
+    ("辽源的职业教育眼下存在哪些问题", False),
+])
+def test_day_deixis_is_a_question_property(question, deictic):
+    assert analyse_question(question, DOCS).deictic is deictic
+
+
+def test_question_cue():
+    assert analyse_question("在吗，陪我聊会儿天呗").cued is False
+    assert analyse_question("给我讲个笑话吧").cued is False
+    assert analyse_question("辽源有哪些文化品牌").cued is True
+
+
+def test_synonyms_come_from_cilin_and_count_in_coverage():
+    from rag.answer.features import synonym_coverage
+    from rag.answer.synonyms import synonyms
+
+    assert "成婚" in synonyms("结婚") and "结婚" not in synonyms("结婚")
+    assert all(len(w) >= 2 for w in synonyms("结婚"))
+    weights = {"结婚": 2.0, "体检": 1.0}
+    assert synonym_coverage(weights, {"结婚": synonyms("结婚")}, "成婚前体检", frozenset({"成婚", "前", "体检"})) == 1.0
+    assert synonym_coverage(weights, {}, "成婚前体检", frozenset({"成婚", "前", "体检"})) == pytest.approx(1 / 3)
+
+
+def test_relative_lexical_features():
+    answerer = Answerer(Settings(), model=TEST_MODEL)
+    qv, hits, cands = retrieve("全市脱贫人口人均收入达到多少")
+    case = answerer.case("全市脱贫人口人均收入达到多少", qv, hits, cands, DOCS)
+    col = {n: k for k, n in enumerate(SENTENCE_FEATURES)}
+    lex = case.X[:, col["lex"]]
+    best = int(np.argmax(lex))
+    assert case.X[best, col["lex_gap"]] == 0.0 and case.X[best, col["lex_rrank"]] == 1.0
+    assert np.all(case.X[:, col["lex_gap"]] <= 0.0)
+    assert np.all(case.X[:, col["lex_syn"]] >= lex - 1e-12)
+
+
+def test_answer_features_ignore_the_question_form():
+    """Answerability reads evidence, not whether the question is a list or compound (a chatty
+    compound weather question is not answerable because compound gold questions were)."""
+    assert "is_list" not in ANSWER_FEATURES and "multi_part" not in ANSWER_FEATURES
+    assert {"deictic_day", "question_cue", "answer_idf_max", "missing_max_idf"} <= set(ANSWER_FEATURES)

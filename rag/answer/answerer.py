@@ -45,12 +45,13 @@ import numpy as np
 from ..archive import ArchiveView
 from ..config import Settings
 from ..types import Citation, Hit, Span
-from .compose import (Choice, budget, duplicate, choose_factoid, choose_list, choose_parts, clause_window,
-                      compose_text, group_by_source, order_candidates)
+from .compose import (Choice, add_bylines, budget, duplicate, choose_factoid, choose_list, choose_parts,
+                      clause_window, compose_text, group_by_source, order_candidates)
 from .features import SENTENCE_FEATURES, Prepared, answer_features, part_question, prepare, sentence_features
 from .model import AnswerModel
 from .question import QuestionAnalysis, analyse_question
 from .sentences import FactsCache, pos_cut
+from .synonyms import load as load_synonyms
 from .textutil import LOW_CONFIDENCE_LEAD, NOT_FOUND
 
 __all__ = ["Candidate", "AnswerDraft", "Answerer", "Case", "COMPOSE_PARAMS"]
@@ -58,9 +59,10 @@ __all__ = ["Candidate", "AnswerDraft", "Answerer", "Case", "COMPOSE_PARAMS"]
 #: Composition parameters the model file must set (chosen by cross-validation in
 #: eval/fit_answerer.py): runner-up ratio for factoids, list-item probability ratio, whether list
 #: items go round robin over documents (0/1), weight of the other parts' topic words in a part,
-#: and the clause-window lengths (characters).
+#: weight of the whole question's sentence scores in a part's (the rest: the part's own), and the
+#: clause-window lengths (characters).
 COMPOSE_PARAMS = ("factoid_second_ratio", "list_min_ratio", "list_by_source", "part_other_weight",
-                  "factoid_full_chars", "factoid_window_chars", "list_window_chars")
+                  "part_whole_weight", "factoid_full_chars", "factoid_window_chars", "list_window_chars")
 #: Low-confidence snippets shown after an abstention (two: enough to point somewhere, short
 #: enough not to read as an answer).
 SNIPPETS = 2
@@ -157,6 +159,12 @@ class Answerer:
                 self._model = AnswerModel.load()
             return self._model
 
+    @property
+    def answer_hits(self) -> int:
+        """How many hits the model was fitted to read (chosen by cross-validation; 5 for a model
+        file that does not record it, the number its first version was fitted with)."""
+        return max(1, int(getattr(self.model, "compose", {}).get("answer_hits", 5)))
+
     def threshold(self, mode: str = "dense") -> float:
         """The abstention threshold in force: ``settings.abstain_threshold`` or the model's for
         ``mode`` (``"dense"`` or ``"lexical"``)."""
@@ -168,6 +176,7 @@ class Answerer:
         given documents now instead of on the first questions. Idempotent."""
         _ = self.model
         pos_cut("辽源")
+        load_synonyms()
         if archive is not None:
             archive.idf("辽源")
             for doc_id in doc_ids:
@@ -221,7 +230,8 @@ class Answerer:
         max_n = max(1, int(self.settings.answer_max_sentences))
         firsts: list[tuple[int, int]] = []
         if case.part_questions:
-            firsts = choose_parts(case.part_questions, prep, part_logits)
+            a = float(params["part_whole_weight"])
+            firsts = choose_parts(case.part_questions, prep, [a * logits + (1.0 - a) * p for p in part_logits])
         questions = case.part_questions or [q]
         if q.qtype == "list":
             picked = choose_list(prep, logits, order, params["list_min_ratio"], max_n,
@@ -239,8 +249,8 @@ class Answerer:
             picked_parts = [(i, 0) for i in choose_factoid(q, prep, logits, order,
                                                              params["factoid_second_ratio"])]
         full, window = int(params["factoid_full_chars"]), int(params["factoid_window_chars"])
-        return [Choice(i, clause_window(prep.spans[i], questions[k], full, window), k)
-                for i, k in picked_parts]
+        return add_bylines([Choice(i, clause_window(prep.spans[i], questions[k], full, window), k)
+                            for i, k in picked_parts], questions, prep)
 
     def scores(self, case: Case, logits: np.ndarray, choices: Sequence[Choice]) -> tuple[float, float]:
         """``(P(answerable), confidence)`` of the composed answer, both calibrated probabilities
@@ -260,8 +270,9 @@ class Answerer:
         """The final :class:`AnswerDraft` for composed ``choices``: abstain when ``answerable`` is
         below the threshold."""
         q = case.question
-        if not choices or not q.weights or q.unknown_share >= 1.0:
-            # Nothing the question is about occurs in the archive: no quote can be about it.
+        if not choices or not q.weights or q.unknown_share >= 1.0 or q.future_day:
+            # Nothing the question is about occurs in the archive, or it asks about a day after
+            # the question (明天): no quote can be about it.
             return AnswerDraft(NOT_FOUND, (), True, 0.0, q.qtype, False)
         if answerable < self.threshold(case.mode):
             return self._abstain(case, confidence, archive, logits)

@@ -8,6 +8,9 @@ with its citations.
 * **several parts** (``收入多少了，比上年涨了多少``): each part's best sentence, scored with the
   part's own topic and slot (:func:`rag.answer.features.part_question`); one sentence answering
   two parts is quoted once.
+* **by-lines**: a who-question (person or organisation slot) answered by a body sentence that
+  names no one also quotes the heading line of that sentence's section naming the person
+  (:func:`byline_span`): a proposal's author stands under its title, not in its sentences.
 * **list**: sentences in order of probability (or, with ``list_by_source``, round robin over
   documents), at least ``list_min_ratio`` x the best's, each not a near-duplicate of one already
   chosen, up to ``settings.answer_max_sentences`` sentences and ``settings.answer_max_chars``
@@ -36,7 +39,7 @@ from .slots import find_mentions, supports
 from .textutil import LIST_LEAD, display_text, norm, split_clauses, strip_whitespace
 
 __all__ = ["Choice", "order_candidates", "duplicate", "choose_factoid", "choose_parts", "choose_list",
-           "clause_window", "compose_text", "group_by_source", "DUPLICATE_JACCARD"]
+           "clause_window", "compose_text", "group_by_source", "byline_span", "add_bylines", "DUPLICATE_JACCARD"]
 
 #: Two sentences whose character-bigram Jaccard similarity exceeds this say the same thing (the
 #: archive repeats blocks and overlapping chunks share sentences): quote only the better one.
@@ -96,6 +99,56 @@ def choose_factoid(q: QuestionAnalysis, prep: Prepared, logits: np.ndarray, orde
         if p[1] >= second_ratio * p[0] and (not q.slots or _has_slot(q, prep, runner)):
             return [best, runner]
     return [best]
+
+
+#: Slot kinds a by-line answers when the quoted body sentence does not name anyone.
+BYLINE_SLOTS = frozenset({"person", "org"})
+#: Lines searched back from a sentence for its section's by-line (a proposal's or speech's
+#: heading block sits right above its body; 200 lines is past any section of the archive).
+_BYLINE_LOOKBACK_LINES = 200
+
+
+def byline_span(q: QuestionAnalysis, prep: Prepared, i: int) -> Span | None:
+    """The heading line of candidate ``i``'s section that names who the question asks for
+    (``九三学社辽源市委员会兼职副主委 刘卫平`` under ``关于加强…的建议``), as a verbatim span of the
+    document; None when the question asks for no person/organisation, the sentence itself
+    names one, or the section does not."""
+    slots = [s for s in q.slots if s.kind in BYLINE_SLOTS]
+    if not slots or _has_slot(q, prep, i) or not prep.sections[i] or not prep.section_mentions:
+        return None
+    names = [m.text for m in prep.section_mentions[i] for s in slots if supports(s, m, q.norm)]
+    raw = prep.raw.get(prep.spans[i].doc_id, "")
+    if not names or not raw:
+        return None
+    end = prep.spans[i].start
+    for _ in range(_BYLINE_LOOKBACK_LINES):
+        if end <= 0:
+            break
+        start = raw.rfind("\n", 0, end - 1) + 1
+        line = raw[start:end]
+        line_norm = norm(line)
+        if line_norm and line_norm in prep.sections[i] and any(n in line_norm for n in names):
+            a = start + len(line) - len(line.lstrip())
+            b = start + len(line.rstrip())
+            return Span(prep.spans[i].doc_id, a, b, raw[a:b], strip_whitespace(raw[a:b]))
+        end = start
+    return None
+
+
+def add_bylines(choices: list[Choice], questions: Sequence[QuestionAnalysis], prep: Prepared) -> list[Choice]:
+    """Put the section by-line (:func:`byline_span`) before each quoted sentence that answers a
+    who-question without naming anyone (each by-line once)."""
+    out: list[Choice] = []
+    seen: set[tuple[str, int]] = set()
+    for c in choices:
+        q = questions[c.part] if c.part < len(questions) else questions[0]
+        span = byline_span(q, prep, c.index)
+        if span is not None and (span.doc_id, span.start) not in seen \
+                and not any(o.span.doc_id == span.doc_id and o.span.start <= span.start < o.span.end for o in choices):
+            seen.add((span.doc_id, span.start))
+            out.append(Choice(c.index, span, c.part))
+        out.append(c)
+    return out
 
 
 def _supporting(q: QuestionAnalysis, prep: Prepared, i: int) -> set[tuple[int, int]]:

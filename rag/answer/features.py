@@ -16,6 +16,7 @@ from ..types import Hit, Span
 from .question import QuestionAnalysis
 from .sentences import FactsCache, SentenceFacts
 from .slots import supports
+from .synonyms import synonyms
 from .textutil import norm, trim_span
 
 __all__ = ["Prepared", "prepare", "SENTENCE_FEATURES", "sentence_features", "ANSWER_FEATURES",
@@ -40,6 +41,9 @@ class Prepared:
         doc_years: Per candidate, the years its document reports on (``2020年`` and ``2019年``
             for a document dated 2020: reports and newspapers cover their year and the one
             before); empty without a document date.
+        section_mentions: Per candidate, the slot mentions of its section headings
+            (:meth:`rag.answer.sentences.FactsCache.section`).
+        raw: ``doc_id -> stored text`` of the candidates' documents (for by-line quotes).
     """
 
     cands: list
@@ -53,6 +57,8 @@ class Prepared:
     hit_dense: float = 0.0
     hit_norms: tuple[str, ...] = ()
     doc_years: list[tuple[str, ...]] = field(default_factory=list)
+    section_mentions: list[tuple] = field(default_factory=list)
+    raw: dict[str, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.cands)
@@ -76,7 +82,7 @@ def prepare(candidates: Sequence, query_vector: np.ndarray | None, hits: Sequenc
     Raises:
         ValueError: ``query_vector`` and a candidate vector have different dimensions.
     """
-    cands, spans, facts, sections, years = [], [], [], [], []
+    cands, spans, facts, sections, years, raw = [], [], [], [], [], {}
     for cand in candidates:
         doc = archive.document(cand.span.doc_id)
         if doc is None or doc.text[cand.span.start:cand.span.end] != cand.span.text:
@@ -90,6 +96,7 @@ def prepare(candidates: Sequence, query_vector: np.ndarray | None, hits: Sequenc
         sections.append(norm(cand.section) if cand.section else "")
         year = int(doc.date[:4]) if doc.date and doc.date[:4].isdigit() else None
         years.append((f"{year}年", f"{year - 1}年") if year else ())
+        raw[doc.doc_id] = doc.text
     dense = None
     if query_vector is not None and cands:
         q = np.asarray(query_vector, dtype=np.float32).reshape(-1)
@@ -104,7 +111,7 @@ def prepare(candidates: Sequence, query_vector: np.ndarray | None, hits: Sequenc
     # The hits' dense scores mean something only for the embedder the model was fitted with.
     hit_dense = max((float(h.scores.get("dense", 0.0)) for h in hits), default=0.0) if dense is not None else 0.0
     return Prepared(cands, spans, facts, sections, dense, index, hits_norm, words, hit_dense,
-                    hit_norms, years)
+                    hit_norms, years, [cache.section(x) for x in sections], raw)
 
 
 def coverage(weights: Mapping[str, float], text_norm: str, words: frozenset[str] | None = None) -> float:
@@ -118,6 +125,18 @@ def coverage(weights: Mapping[str, float], text_norm: str, words: frozenset[str]
         return 0.0
     found = sum(w for t, w in weights.items()
                 if t in text_norm and (len(t) > 1 or (words is not None and t in words)))
+    return found / total
+
+
+def synonym_coverage(weights: Mapping[str, float], syns: Mapping[str, frozenset[str]], text_norm: str,
+                     words: frozenset[str]) -> float:
+    """:func:`coverage` where a topic token also counts when one of its synonyms
+    (:func:`rag.answer.synonyms.synonyms`) is one of the text's words (老年人 ~ 老人)."""
+    total = sum(weights.values())
+    if total <= 0:
+        return 0.0
+    found = sum(wt for t, wt in weights.items()
+                if (t in text_norm and (len(t) > 1 or t in words)) or (syns.get(t) and not syns[t].isdisjoint(words)))
     return found / total
 
 
@@ -155,7 +174,22 @@ SENTENCE_FEATURES = (
     "constraint", "entity", "heading", "byline", "terminal", "fragment", "log_len",
     "item", "announced", "is_list", "multi_part",
     "list_x_item", "list_x_heading", "list_x_byline", "slot_x_near", "slot_x_miss", "list_x_lex",
+    "slot_section", "lex_paragraph", "dense_z", "lex_syn", "lex_gap", "lex_rrank", "syn_gap",
+    "slot_clause_lex",
 )
+
+#: Slot kinds a section heading (title + by-line) can answer: who wrote or gave it, for whom.
+SECTION_SLOTS = frozenset({"person", "org", "name", "title"})
+
+
+def section_support(q: QuestionAnalysis, prep: "Prepared", i: int) -> float:
+    """Share of the question's slots that candidate ``i``'s section headings support (only
+    person, organisation, name and title slots: a by-line says who, not how much)."""
+    if not q.slots or not prep.section_mentions or not prep.section_mentions[i]:
+        return 0.0
+    hit = sum(1 for slot in q.slots if slot.kind in SECTION_SLOTS
+              and any(supports(slot, m, q.norm) for m in prep.section_mentions[i]))
+    return hit / len(q.slots)
 
 
 def _slot_hits(q: QuestionAnalysis, f: SentenceFacts, matched: list[str]) -> tuple[float, float, float]:
@@ -185,6 +219,22 @@ def _slot_hits(q: QuestionAnalysis, f: SentenceFacts, matched: list[str]) -> tup
                 attr += 1
     n = len(q.slots)
     return hit / n, near / n, attr / n
+
+
+def slot_clause_coverage(q: QuestionAnalysis, f: SentenceFacts) -> float:
+    """Topic coverage of the clause(s) around the best supporting mention of an asked slot
+    (:func:`_clauses_of`): a value answers the question only if its own clause is about the
+    question (``北环路22公里`` does not give the length of 集双高速). 0 when nothing is supported."""
+    best = 0.0
+    for slot in q.slots:
+        for m in f.mentions:
+            if not supports(slot, m, q.norm):
+                continue
+            ks = _clauses_of(f, m)
+            a = f.clause_ends[ks[0] - 1] if ks[0] > 0 else 0
+            b = f.clause_ends[ks[-1]]
+            best = max(best, coverage(q.weights, f.norm[a:b], f.word_set))
+    return best
 
 
 def _clauses_of(f: SentenceFacts, m) -> tuple[int, ...]:
@@ -219,6 +269,12 @@ def sentence_features(q: QuestionAnalysis, prep: Prepared) -> np.ndarray:
     w = q.weights
     max_idf = max(w.values(), default=1.0) or 1.0
     lex = np.array([coverage(w, f.norm, f.word_set) for f in prep.facts])
+    syns = {t: synonyms(t) for t in w if len(t) > 1}
+    syn_cov = np.array([synonym_coverage(w, syns, f.norm, f.word_set) for f in prep.facts])
+    # Where a sentence stands among this question's candidates (the scorer sees one row at a
+    # time): gap to the best coverage and the coverage rank (ties share the better rank).
+    lex_max, syn_max = float(lex.max()), float(syn_cov.max())
+    lex_rank = 1 + np.array([int(np.sum(lex > v + 1e-12)) for v in lex])
     slot_hit = np.zeros(n)
     slot_near = np.zeros(n)
     slot_attr = np.zeros(n)
@@ -236,6 +292,16 @@ def sentence_features(q: QuestionAnalysis, prep: Prepared) -> np.ndarray:
         rank = np.empty(n)
         rank[order] = np.arange(1, n + 1)
         dense_gap = dense - dense.max()
+        # Cosines of one embedder sit in a narrow band: standardise within the question.
+        dense_z = (dense - dense.mean()) / max(float(dense.std()), 1e-3)
+    paragraphs: dict[tuple[str, int], list[int]] = {}
+    for i, c in enumerate(prep.cands):
+        paragraphs.setdefault((c.span.doc_id, c.paragraph), []).append(i)
+    lex_paragraph = np.zeros(n)
+    for members in paragraphs.values():
+        text = "".join(prep.facts[j].norm for j in members)
+        words = frozenset().union(*(prep.facts[j].word_set for j in members))
+        lex_paragraph[members] = coverage(w, text, words)
     for i, f in enumerate(prep.facts):
         prev, nxt = prep.neighbour(i, -1), prep.neighbour(i, 1)
         context = [f.norm, prep.sections[i], prep.chunk_norm(i)]
@@ -278,17 +344,29 @@ def sentence_features(q: QuestionAnalysis, prep: Prepared) -> np.ndarray:
         row["slot_x_near"] = row["slot_asked"] * row["slot_near"]
         row["slot_x_miss"] = row["slot_asked"] * (1.0 - row["slot_hit"])
         row["list_x_lex"] = is_list * row["lex"]
+        row["slot_section"] = section_support(q, prep, i)
+        row["lex_paragraph"] = lex_paragraph[i]
+        row["dense_z"] = dense_z[i] if prep.dense is not None else 0.0
+        row["lex_syn"] = syn_cov[i]
+        row["lex_gap"] = lex[i] - lex_max
+        row["lex_rrank"] = 1.0 / lex_rank[i]
+        row["syn_gap"] = syn_cov[i] - syn_max
+        row["slot_clause_lex"] = slot_clause_coverage(q, f) if slot_hit[i] > 0 else 0.0
         X[i] = [row[name] for name in SENTENCE_FEATURES]
     return X
 
 
-#: Columns of :func:`answer_features`.
+#: Columns of :func:`answer_features`. Only evidence and what the question asks for: not its
+#: form (list, compound), which says how the gold questions were written, not whether the
+#: archive holds the answer.
 ANSWER_FEATURES = (
     "top_logit", "answer_logit", "answer_lex", "hits_lex", "dense_max", "answer_dense", "has_dense",
     "hit_dense",
     "slot_asked", "answer_slot_near", "answer_slot_attr", "answer_slot_all", "best_slot_near", "unknown_entity",
     "unknown_other", "unknown_share",
-    "answer_constraint", "answer_entity", "is_list", "multi_part", "no_topic", "log_topic_tokens",
+    "answer_constraint", "answer_entity", "no_topic", "log_topic_tokens",
+    "answer_slot_section", "answer_lex_own", "missing_top", "missing_max_idf", "deictic_day", "dense_z_max",
+    "question_cue", "answer_idf_max",
 )
 
 
@@ -300,6 +378,8 @@ def _all_slots(q: QuestionAnalysis, prep: Prepared, chosen: Sequence[int]) -> fl
     if not slots:
         return 1.0
     return float(all(any(supports(s, m, p.norm) for i in chosen for m in prep.facts[i].mentions)
+                     or (s.kind in SECTION_SLOTS and any(supports(s, m, p.norm) for i in chosen
+                                                         for m in prep.section_mentions[i]))
                      for p, s in slots))
 
 
@@ -321,6 +401,7 @@ def answer_features(q: QuestionAnalysis, prep: Prepared, X: np.ndarray, logits: 
     # A quote's own words and the section headings it sits under (a by-line answering 谁 is
     # about its title).
     answer_norm = "".join(prep.facts[i].norm + prep.sections[i] for i in chosen)
+    own_norm = "".join(prep.facts[i].norm for i in chosen)
     answer_words = frozenset().union(*(prep.facts[i].word_set for i in chosen)) if chosen else frozenset()
     row = {
         "top_logit": float(logits.max()) if len(logits) else -10.0,
@@ -341,9 +422,27 @@ def answer_features(q: QuestionAnalysis, prep: Prepared, X: np.ndarray, logits: 
         "unknown_share": q.unknown_share,
         "answer_constraint": float(max((X[i, col["constraint"]] for i in chosen), default=0.0)),
         "answer_entity": float(max((X[i, col["entity"]] for i in chosen), default=0.0)),
-        "is_list": 1.0 if q.qtype == "list" else 0.0,
-        "multi_part": 1.0 if q.parts else 0.0,
         "no_topic": 0.0 if q.weights else 1.0,
         "log_topic_tokens": math.log1p(len(q.weights)),
+        "answer_slot_section": float(max((X[i, col["slot_section"]] for i in chosen), default=0.0)),
+        "answer_lex_own": coverage(q.weights, own_norm, answer_words),
+        "missing_top": 0.0,
+        "missing_max_idf": 0.0,
+        "deictic_day": 1.0 if q.deictic else 0.0,
+        "dense_z_max": float(max((X[i, col["dense_z"]] for i in chosen), default=0.0)),
+        "question_cue": 1.0 if q.cued else 0.0,
+        "answer_idf_max": 0.0,
     }
+    if q.weights:
+        # The most specific words of the question that the quote (with its headings) leaves out:
+        # a near-domain question shares the topic but not what it asks about (注册资本, 占地).
+        top = max(q.weights.values())
+        missing = [wt for t, wt in q.weights.items()
+                   if not ((len(t) > 1 and t in answer_norm) or t in answer_words)]
+        row["missing_max_idf"] = max(missing, default=0.0) / top
+        row["missing_top"] = 1.0 if missing and max(missing) >= top else 0.0
+        # How specific the most specific shared word is, on the archive's scale (辽源, in every
+        # other sentence, says nothing about whether a weather question is answered).
+        found = [wt for t, wt in q.weights.items() if (len(t) > 1 and t in answer_norm) or t in answer_words]
+        row["answer_idf_max"] = max(found, default=0.0) / max(q.idf_ceiling, 1e-9)
     return np.array([row[name] for name in ANSWER_FEATURES], dtype=np.float64)

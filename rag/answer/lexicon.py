@@ -19,6 +19,8 @@ or dictionary lists it. Sources:
 * **Causal connectives** (因果关联词): 黄伯荣、廖序东《现代汉语》 §"复句·因果复句".
 * **Enumeration markers** (列举): 一是/二是, 首先/其次/再次/最后, (一)/(二), 1./2. — the same
   book, §"并列复句" and common document numbering.
+* **Day-deictic time nouns** (今天, 明天, 此刻, ...): 《现代汉语八百词》 entries 今天, 明天, 后天,
+  昨天; 黄伯荣、廖序东《现代汉语》 §"时间名词".
 * **Common surnames**: the 100 most frequent surnames of the 2020 Ministry of Public Security
   household-register statistics (《二〇二〇年全国姓名报告》), used to keep jieba's ``nr`` tag only
   on words that start like a name.
@@ -37,6 +39,17 @@ STOPWORDS = frozenset("""
 担任 职务 职位 为了 对于 一共 共有 总共 还是 没有 打算 现在 目前 这次 这期 那位 一般 已经 曾经
 啥 咋 咋样 干啥 为啥 多会儿 呗 嘛 哈 哦 那个 这个 那些 这些 自己 到底 究竟 大概 大约 左右
 """.split())
+
+#: Day-deictic time nouns (时间名词 whose reference is the speaker's day: 《现代汉语八百词》 今天,
+#: 明天, 后天, 昨天; 黄伯荣、廖序东《现代汉语》 §"时间名词"). A question anchored to the asker's day
+#: (the weather tomorrow, prices today) is about the present, which an archive of past documents
+#: does not hold; the answerability model weighs it as a feature.
+DEICTIC_DAY = ("今天", "今日", "明天", "明日", "后天", "昨天", "昨日", "今晚", "明晚", "今早", "明早",
+               "此刻", "今儿", "明儿")
+
+#: The future ones among :data:`DEICTIC_DAY` (明天, 后天, ...): an archive of documents written
+#: before the question cannot report on a day after it, so such a question is never answered.
+FUTURE_DAY = ("明天", "明日", "后天", "明晚", "明早", "明儿")
 
 #: Tokens starting with these are question words (几位, 哪份, 多少户) and never topic.
 QUESTION_PREFIXES = ("几", "哪", "多少")

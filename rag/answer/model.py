@@ -11,6 +11,7 @@ The file holds:
   arrays of scikit-learn's ``tree_`` attributes; a leaf has ``left == -1``);
 * ``heads``: for each mode (``dense``: with the query vector of the embedder the model was
   fitted for; ``lexical``: without one), ``answerability``: a standardised logistic regression
+  or gradient-boosted trees (same layouts as ``sentence``, chosen by cross-validation)
   over :data:`ANSWER_FEATURES` whose decision value is mapped to a probability by Platt scaling
   (Platt 1999, ``p = 1 / (1 + exp(a * f + b))``, scikit-learn
   ``CalibratedClassifierCV(method="sigmoid")``): P(the archive answers the question | features);
@@ -138,20 +139,20 @@ def _scorer(d: dict):
 class _Head:
     """The answerability part for one mode: two calibrated logistic regressions and a threshold."""
 
-    answerability: _Logistic
+    answerability: Any
     platt: tuple[float, float]
-    correctness: _Logistic
+    correctness: Any
     correct_platt: tuple[float, float]
     threshold: float
 
     @classmethod
     def of(cls, d: dict) -> "_Head":
         ans, cor = d["answerability"], d["correctness"]
-        return cls(_Logistic.of(ans), (float(ans["platt_a"]), float(ans["platt_b"])), _Logistic.of(cor),
+        return cls(_scorer(ans), (float(ans["platt_a"]), float(ans["platt_b"])), _scorer(cor),
                    (float(cor["platt_a"]), float(cor["platt_b"])), float(d["threshold"]))
 
     @staticmethod
-    def _p(lr: _Logistic, platt: tuple[float, float], features: np.ndarray) -> float:
+    def _p(lr, platt: tuple[float, float], features: np.ndarray) -> float:
         f = float(lr.decision(features.reshape(1, -1))[0])
         return float(1.0 / (1.0 + np.exp(np.clip(platt[0] * f + platt[1], -50.0, 50.0))))
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from ..archive import ArchiveView
 from ..tokenize import tokenize
-from .lexicon import FACTOID_CUES, QUESTION_PREFIXES, STOPWORDS, STRONG_LIST_CUES, WEAK_LIST_CUES
+from .lexicon import COMMON_SURNAMES, DEICTIC_DAY, FACTOID_CUES, FUTURE_DAY, QUESTION_PREFIXES, STOPWORDS, STRONG_LIST_CUES, WEAK_LIST_CUES
 from .sentences import person_like, pos_cut
 from .slots import Mention, Slot, asked_slots, find_mentions
 from .textutil import norm
@@ -28,6 +28,10 @@ _TYPE_TIERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 #: foreign word), see the jieba README ("词性标注").
 _ENTITY_TAGS = frozenset({"nr", "nrt", "nrfg", "ns", "nt", "nz", "eng"})
 _CONSTRAINT_KINDS = frozenset({"year", "date", "number"})
+#: An identity question about a named person (``秦勇是谁``, ``宋煜是干什么的``): it asks who the
+#: person is — a title or role — not for a person (《现代汉语八百词》 谁: 问身份).
+_IDENTITY_RE = re.compile(r"^(?P<name>[\u4e00-\u9fff]{2,4}?)(?:到底|究竟)?(?:是谁|是哪位|是什么人|是何人|"
+                          r"是干什么的|是做什么的|是干啥的|是做啥的|是干嘛的|是什么身份|什么身份)[?？。!！]*$")
 _CLAUSE_SPLIT_RE = re.compile(r"[，,；;。？?！!]")
 
 
@@ -152,6 +156,14 @@ class QuestionAnalysis:
             (人均收入 in ``人均收入达到多少``, 全长 in ``全长多少公里``): the nearest topic token
             before the interrogative phrase in its clause (else the nearest after it); "" if none.
         parts: Sub-question analyses (empty for a simple question).
+        idf_ceiling: The IDF of a token the archive never uses (the largest; 1.0 without an
+            archive), the scale of :attr:`weights`.
+        cued: The question carries a question word or type cue (a slot, 什么, 哪些, 如何, ...);
+            chat and commands (``陪我聊会儿天``, ``给我讲个笑话``) carry none.
+        deictic: The question is anchored to the asker's day (今天, 明天, 此刻, ...): an archive
+            of past documents cannot report on it (:data:`rag.answer.lexicon.DEICTIC_DAY`).
+        future_day: The question asks about a day after it is asked (明天, 后天, ...:
+            :data:`rag.answer.lexicon.FUTURE_DAY`); the answerer abstains.
     """
 
     text: str
@@ -166,6 +178,10 @@ class QuestionAnalysis:
     constraints: tuple[Mention, ...] = ()
     attributes: tuple[str, ...] = ()
     parts: list["QuestionAnalysis"] = field(default_factory=list)
+    deictic: bool = False
+    future_day: bool = False
+    cued: bool = True
+    idf_ceiling: float = 1.0
 
     @property
     def total_weight(self) -> float:
@@ -213,6 +229,9 @@ def _analyse_one(text: str, archive: ArchiveView | None, qtype: str | None = Non
     constraints = tuple({m.text: m for m in find_mentions(q_norm)
                          if m.kind in _CONSTRAINT_KINDS and any(ch.isdigit() for ch in m.text)}.values())
     slots = asked_slots(q_norm)
+    identity = _IDENTITY_RE.match(q_norm)
+    if identity and identity.group("name")[0] in COMMON_SURNAMES:
+        slots = (Slot("title", "", identity.end("name"), len(q_norm)),)
     # Attributes are nominal: words jieba tags as verbs, adverbs, prepositions, conjunctions,
     # particles, pronouns, numerals or classifiers (达到, 一共) are not what is measured.
     nouns = {norm(w) for w, f in pos_cut(text) if f in ("vn", "an") or f[:1] not in "vdpcurmqy"} if slots else set()
@@ -221,7 +240,11 @@ def _analyse_one(text: str, archive: ArchiveView | None, qtype: str | None = Non
                             attributes=tuple(_attribute(q_norm, s, weights, nouns) for s in slots),
                             unknown_entities=unknown, unknown_other=unknown_other,
                             unknown_share=unknown_share,
-                            constraints=constraints)
+                            constraints=constraints, deictic=any(w in q_norm for w in DEICTIC_DAY),
+                            future_day=any(w in q_norm for w in FUTURE_DAY),
+                            cued=bool(slots) or any(c in q_norm for _, cues in _TYPE_TIERS for c in cues)
+                            or "什么" in q_norm or "啥" in q_norm,
+                            idf_ceiling=archive.idf("\u0000") if archive is not None else 1.0)
 
 
 def analyse_question(question: str, archive: ArchiveView | None = None) -> QuestionAnalysis:

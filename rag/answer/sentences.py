@@ -23,7 +23,7 @@ from .lexicon import BYLINE_WORDS, COMMON_SURNAMES, ENUM_PREFIXES, LIST_ANNOUNCE
 from .slots import Mention, find_mentions
 from .textutil import CLAUSE_PUNCT, norm
 
-__all__ = ["DocumentWords", "SentenceFacts", "FactsCache", "pos_cut", "person_like"]
+__all__ = ["DocumentWords", "SentenceFacts", "FactsCache", "pos_cut", "person_like", "section_mentions"]
 
 _pos_lock = threading.Lock()
 _pos_tokenizer = None
@@ -245,6 +245,23 @@ def analyse_sentence(span: Span, layout_heading: bool, raw: str, doc: DocumentWo
         bigrams=frozenset(text_norm[i:i + 2] for i in range(len(text_norm) - 1)) or frozenset([text_norm]))
 
 
+def section_mentions(section_norm: str) -> tuple[Mention, ...]:
+    """Slot mentions (persons, organisations, places, titles, ...) of a heading block in matching
+    form, tagged with jieba like a sentence."""
+    persons, orgs, places = [], [], []
+    at = 0
+    for word, flag in pos_cut(section_norm):
+        span = (at, at + len(word))
+        at += len(word)
+        if person_like(word, flag):
+            persons.append(span)
+        elif _org_like(word, flag):
+            orgs.append(span)
+        elif flag == "ns" and len(word) >= 2:
+            places.append(span)
+    return find_mentions(section_norm, persons, orgs, places)
+
+
 class _LRU:
     def __init__(self, size: int):
         self.size = size
@@ -286,6 +303,20 @@ class FactsCache:
             found = DocumentWords.of(raw)
             with self._lock:
                 self._docs.put(key, found)
+        return found
+
+    def section(self, section_norm: str) -> tuple[Mention, ...]:
+        """Slot mentions of a section heading block (matching form), tagged once per block: the
+        by-line under a proposal title names who wrote it (``九三学社…副主委 刘卫平``)."""
+        if not section_norm:
+            return ()
+        key = ("section", section_norm)
+        with self._lock:
+            found = self._sents.get(key)
+        if found is None:
+            found = section_mentions(section_norm)
+            with self._lock:
+                self._sents.put(key, found)
         return found
 
     def sentence(self, span: Span, layout_heading: bool, doc_id: str, raw: str) -> SentenceFacts:
