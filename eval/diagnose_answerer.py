@@ -113,15 +113,16 @@ def model_hyper(path: Path) -> dict:
 
     heads = {m: (spec(h["answerability"]["C"]), spec(h["correctness"]["C"])) for m, h in d["heads"].items()}
     return {"kind": kind, "param": param, "compose": compose, "answer_hits": answer_hits, "heads": heads,
-            "max_false_abstention": d["training"].get("cv", {}).get("max_false_abstention", 0.05)}
+            "max_false_abstention": d["training"].get("cv", {}).get("max_false_abstention", 0.05),
+            "group_by": d["training"].get("cv", {}).get("group_by", "question")}
 
 
 def cv_rows(settings: Settings, hyper: dict, verbose: bool = False):
     """Cross-validated loss class of every train + dev question (dense mode)."""
-    _, _, _, by_k, archive, _ = fa.load_training(settings)
+    paths, _, _, by_k, archive, _ = fa.load_training(settings)
     examples = by_k[hyper["answer_hits"]]
     answerer = Answerer(settings.replace(abstain_threshold=0.0), model=fa._Bootstrap({}))
-    fold = fa.folds_of(examples, fa.N_FOLDS)
+    fold = fa.folds_of(examples, fa.N_FOLDS, fa.answer_groups(paths) if hyper["group_by"] == "answer" else None)
     w = hyper["compose"]["part_other_weight"]
     cases_by_weight = fa.prepare_cases(answerer, examples, archive, [w])
     oof = {w: fa.oof_logits(hyper["kind"], hyper["param"], cases_by_weight[w], examples, fold, fa.N_FOLDS)}

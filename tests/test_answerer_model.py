@@ -156,3 +156,29 @@ def test_training_hash_changes_with_the_data(fit, tmp_path):
     assert set(per) == {"train.jsonl", "gold.jsonl"}
     b.write_text('{"id": "z"}\n', encoding="utf-8")
     assert fit.sha256_files([a, b])[0] != first
+
+
+def test_answer_groups_join_questions_answered_by_one_sentence(fit, tmp_path):
+    """Questions whose evidence lies in one sentence share a CV group; a question on another
+    sentence, an unanswerable one and evidence in another document stay apart."""
+    corpus = tmp_path / "seeds"
+    corpus.mkdir()
+    (corpus / "000_a.txt").write_text("全市有职业院校11所，在校生1.2万人。\n老旧小区改造30个。", encoding="utf-8")
+    (corpus / "001_b.txt").write_text("全市有职业院校11所。", encoding="utf-8")
+    rows = [
+        {"id": "a", "question": "几所职校", "doc": "000", "evidence": ["职业院校11所"], "keys": ["11所"],
+         "type": "factoid", "unanswerable": False},
+        {"id": "b", "question": "在校生多少", "doc": "000", "evidence": ["在校生1.2万人"], "keys": ["1.2万人"],
+         "type": "factoid", "unanswerable": False},
+        {"id": "c", "question": "改造几个小区", "doc": "000", "evidence": ["老旧小区改造30个"], "keys": ["30个"],
+         "type": "factoid", "unanswerable": False},
+        {"id": "d", "question": "另一份几所", "doc": "001", "evidence": ["职业院校11所"], "keys": ["11所"],
+         "type": "factoid", "unanswerable": False},
+        {"id": "e", "question": "市长多大", "doc": "", "evidence": [], "keys": [], "type": "near_domain",
+         "unanswerable": True},
+    ]
+    gold = tmp_path / "g.jsonl"
+    gold.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    groups = fit.answer_groups([gold], corpus)
+    assert groups["a"] == groups["b"]
+    assert len({groups["a"], groups["c"], groups["d"], groups["e"]}) == 4
