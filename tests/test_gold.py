@@ -197,3 +197,12 @@ def test_validate_reports_duplicates_and_empty_fields(corpus: Path):
 def test_validate_cross_document_looks_in_all_named_docs(corpus: Path):
     q = _q(doc_prefixes=("000", "001"), evidence=("职业院校11所",), keys=("11473元", "11所"))
     assert validate_gold([q], corpus) == []
+
+
+def test_extra_training_questions_validate_and_are_new():
+    """``eval/train_extra.jsonl`` (not in the shipped model) is valid gold and shares no question
+    with the splits."""
+    extra = load_gold(GOLD.parent / "train_extra.jsonl")
+    assert validate_gold(extra, SEEDS) == []
+    others = {norm_ws(q.question) for path in SPLITS.values() for q in load_gold(path)}
+    assert not {norm_ws(q.question) for q in extra} & others
