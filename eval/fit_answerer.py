@@ -216,7 +216,7 @@ def answer_groups(gold_paths=TRAIN_FILES, corpus_dir: Path = PROJECT_ROOT / "see
             x = parent[x]
         return x
 
-    owner: dict[tuple[str, int], str] = {}  # (doc, sentence start) -> a question id
+    owner: dict[tuple[str, int], str] = {}  # (doc, character position) -> the first question covering it
     for q in questions:
         if q.unanswerable:
             continue
