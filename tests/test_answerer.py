@@ -21,6 +21,7 @@ from rag.answer.answerer import COMPOSE_PARAMS
 from rag.answer.features import ANSWER_FEATURES, SENTENCE_FEATURES
 from rag.answer.model import FORMAT_VERSION
 from rag.answer.sentences import _is_fragment
+from rag.answer.slots import find_mentions, supports
 from rag.archive import InMemoryArchive
 from rag.config import Settings
 from rag.types import Document, Hit, Span
@@ -458,6 +459,11 @@ def test_question_type_table(question, expected):
     ("为什么要发展职业教育", [("reason", "")]),
     ("如何推动乡村振兴", []),
     ("签约了多少个项目、金额多少", [("count", "个"), ("money", "")]),
+    ("五星级酒店啥时候开业", [("date", "")]),
+    ("新校区几时能用上", [("date", "")]),
+    ("她在工商联是啥职务", [("title", "")]),
+    ("刘卫平在科技局干啥的", [("title", "")]),
+    ("疫苗是啥公司生产的", [("org", "公司")]),
 ])
 def test_asked_slots_table(question, kinds):
     assert [(s.kind, s.unit) for s in asked_slots(norm(question))] == kinds
@@ -487,6 +493,30 @@ def test_content_weights_drop_stopwords_and_prefer_rare_words():
     w2 = content_weights("辽源明天天气怎么样", DOCS)
     assert w2["天气"] > w2["辽源"]  # unseen token gets the largest IDF
     assert content_weights("什么是哪些") == {}
+
+
+def test_content_weights_leave_out_the_asked_for_phrase_and_aspect_particles():
+    """What a question asks for (多少篇, 多少钱, 哪个学校) is not its topic: a quote need not
+    repeat the measure word or the asked-for noun (发稿53篇 answers 发了多少篇稿子)."""
+    for question, asked in (("媒体发了多少篇稿子", "篇"), ("低保每月多少钱", "钱"), ("他去的是哪个学校", "学校")):
+        w = content_weights(question, DOCS, asked_slots(norm(question)))
+        assert asked not in w, (question, w)
+    w = content_weights("媒体发了多少篇稿子", DOCS, asked_slots(norm("媒体发了多少篇稿子")))
+    assert "发了" not in w and "发" in w and "媒体" in w
+    w = content_weights("脱贫人口人均收入去年达到多少", DOCS)
+    assert "去年" not in w and "人均收入" in w  # when, not what about
+    # a topic word before the interrogative stays (人口 in 人口有多少)
+    assert "人口" in content_weights("辽源常住人口有多少", DOCS, asked_slots(norm("辽源常住人口有多少")))
+
+
+def test_general_classifier_ge_is_answered_by_any_count():
+    """个 is the general classifier (《现代汉语八百词》 个): 几个委员 is answered by 3名, while a specific
+    classifier still needs its own (多少件 is not answered by 3名)."""
+    ge = asked_slots(norm("劝退了几个委员"))[0]
+    jian = asked_slots(norm("收到多少件提案"))[0]
+    ming = [m for m in find_mentions(norm("劝退3名委员")) if m.kind == "count"][0]
+    assert supports(ge, ming, norm("劝退了几个委员"))
+    assert not supports(jian, ming, norm("收到多少件提案"))
 
 
 # --- slot support in sentences ---------------------------------------------------------------
@@ -729,3 +759,23 @@ def test_answer_features_ignore_the_question_form():
     compound weather question is not answerable because compound gold questions were)."""
     assert "is_list" not in ANSWER_FEATURES and "multi_part" not in ANSWER_FEATURES
     assert {"deictic_day", "question_cue", "answer_idf_max", "missing_max_idf"} <= set(ANSWER_FEATURES)
+
+
+def test_list_kind_tells_problems_from_remedies():
+    """存在哪些问题 is answered from the problems a proposal states, 有什么建议 from its remedies."""
+    from rag.answer.features import list_kind
+
+    assert list_kind(norm("存在的问题:经费投入不足,专业人才缺乏")) == -1
+    assert list_kind(norm("存在的问题:经费不足。建议:加大投入")) == 1
+    assert list_kind(norm("全市共有职业院校11所")) == 0
+    answerer = Answerer(Settings(), model=TEST_MODEL)
+    col = SENTENCE_FEATURES.index("list_kind")
+    for question, sign in (("职业教育存在哪些问题", -1), ("职业教育有什么建议", 1), ("怎么解决职业教育的问题", 1)):
+        qv, hits, cands = retrieve(question)
+        case = answerer.case(question, qv, hits, cands, DOCS)
+        kinds = case.X[:, col]
+        assert set(np.unique(kinds)) <= {-1.0, 0.0, 1.0}
+        own = [(i, list_kind(f.norm)) for i, f in enumerate(case.prep.facts) if list_kind(f.norm)]
+        assert {k for _, k in own} == {-1, 1}, question  # the corpus has both kinds
+        for i, k in own:  # a sentence naming its own kind is scored by it
+            assert kinds[i] == k * sign, question

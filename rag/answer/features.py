@@ -13,6 +13,7 @@ import numpy as np
 
 from ..archive import ArchiveView
 from ..types import Hit, Span
+from .lexicon import PROBLEM_WORDS, REMEDY_WORDS
 from .question import QuestionAnalysis
 from .sentences import FactsCache, SentenceFacts
 from .slots import supports
@@ -175,7 +176,7 @@ SENTENCE_FEATURES = (
     "item", "announced", "is_list", "multi_part",
     "list_x_item", "list_x_heading", "list_x_byline", "slot_x_near", "slot_x_miss", "list_x_lex",
     "slot_section", "lex_paragraph", "dense_z", "lex_syn", "lex_gap", "lex_rrank", "syn_gap",
-    "slot_clause_lex",
+    "slot_clause_lex", "list_kind",
 )
 
 #: Slot kinds a section heading (title + by-line) can answer: who wrote or gave it, for whom.
@@ -246,6 +247,42 @@ def _clauses_of(f: SentenceFacts, m) -> tuple[int, ...]:
     if 2 * (m.end - m.start) >= body and k + 1 < len(f.clause_ends):
         return (k, k + 1)
     return (k,)
+
+
+#: Sentences looked back (this one and the three before it in the document) for the kind of
+#: list a passage is in: a proposal's "存在的问题：" heads a short paragraph of a few sentences.
+_KIND_LOOKBACK = 4
+
+
+def list_kind(text_norm: str) -> int:
+    """+1 when the last list-kind word in ``text_norm`` is a remedy word (建议, 措施), -1 when it is
+    a problem word (问题, 困难), 0 when there is none (:data:`PROBLEM_WORDS`, :data:`REMEDY_WORDS`)."""
+    last, kind = -1, 0
+    for words, k in ((PROBLEM_WORDS, -1), (REMEDY_WORDS, 1)):
+        for w in words:
+            pos = text_norm.rfind(w)
+            if pos > last:
+                last, kind = pos, k
+    return kind
+
+
+def _kind_match(q: QuestionAnalysis, prep: "Prepared", i: int) -> float:
+    """Whether candidate ``i`` sits in a passage listing what the question asks for: +1 same
+    kind (问题 asked, the passage lists problems), -1 the other kind, 0 when either is unknown.
+    The passage's kind is that of the nearest list-kind word at or before the sentence."""
+    # 怎么解决这些问题 asks for remedies whatever noun it names.
+    asked = 1 if any(w in q.norm for w in ("如何", "怎么", "怎样", "咋")) else list_kind(q.norm)
+    if not asked:
+        return 0.0
+    j: int | None = i
+    for _ in range(_KIND_LOOKBACK):
+        if j is None:
+            break
+        k = list_kind(prep.facts[j].norm)
+        if k:
+            return float(k * asked)
+        j = prep.neighbour(j, -1)
+    return 0.0
 
 
 def _found_share(items, texts: Sequence[str]) -> float:
@@ -352,6 +389,7 @@ def sentence_features(q: QuestionAnalysis, prep: Prepared) -> np.ndarray:
         row["lex_rrank"] = 1.0 / lex_rank[i]
         row["syn_gap"] = syn_cov[i] - syn_max
         row["slot_clause_lex"] = slot_clause_coverage(q, f) if slot_hit[i] > 0 else 0.0
+        row["list_kind"] = _kind_match(q, prep, i)
         X[i] = [row[name] for name in SENTENCE_FEATURES]
     return X
 

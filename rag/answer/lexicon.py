@@ -47,6 +47,12 @@ STOPWORDS = frozenset("""
 DEICTIC_DAY = ("今天", "今日", "明天", "明日", "后天", "昨天", "昨日", "今晚", "明晚", "今早", "明早",
                "此刻", "今儿", "明儿")
 
+#: Time nouns relative to the speaker's or writer's year (《现代汉语八百词》 去年, 今年, 前年, 明年;
+#: 黄伯荣、廖序东《现代汉语》 §"时间名词"). They say when, not what about: a question's 去年 is the
+#: archive's 2020年 or its 上年, so they are never topic words.
+RELATIVE_YEARS = frozenset(("去年", "今年", "前年", "明年", "后年", "上年", "当年", "近年", "近年来", "往年",
+                            "这几年", "近几年", "前几年", "这些年", "这两年", "近两年", "上一年", "头几年"))
+
 #: The future ones among :data:`DEICTIC_DAY` (明天, 后天, ...): an archive of documents written
 #: before the question cannot report on a day after it, so such a question is never answered.
 FUTURE_DAY = ("明天", "明日", "后天", "明晚", "明早", "明儿")
@@ -100,6 +106,11 @@ CAUSAL_WORDS = ("因为", "由于", "原因", "为了", "因此", "所以", "导
                 "既然", "鉴于", "之所以", "目的是")
 #: Enumeration markers starting a list item (列举).
 ENUM_PREFIXES = ("首先", "其次", "再次", "再者", "此外", "另外", "最后", "同时")
+#: What a list question asks for and what a passage lists, in two kinds (《现代汉语词典》 问题,
+#: 困难, 不足, 短板 vs 建议, 措施, 对策, 办法): proposals in the archive state the problems, then the
+#: remedies, and ``存在哪些问题`` is answered by the first part, ``有什么建议`` by the second.
+PROBLEM_WORDS = ("问题", "困难", "不足", "短板", "瓶颈", "难题", "难处", "毛病", "弊端", "差距", "制约", "薄弱")
+REMEDY_WORDS = ("建议", "措施", "对策", "举措", "办法", "做法", "意见", "思路", "打算", "路径")
 #: Words that announce a list on the line before it (``建议：``, ``如下：``).
 LIST_ANNOUNCERS = ("建议", "如下", "措施", "问题", "举措", "做法", "对策", "意见")
 #: Reporters' and writers' by-line words (署名).

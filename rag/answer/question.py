@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 
 from ..archive import ArchiveView
 from ..tokenize import tokenize
-from .lexicon import COMMON_SURNAMES, DEICTIC_DAY, FACTOID_CUES, FUTURE_DAY, QUESTION_PREFIXES, STOPWORDS, STRONG_LIST_CUES, WEAK_LIST_CUES
+from .lexicon import (COMMON_SURNAMES, DEICTIC_DAY, FACTOID_CUES, FUTURE_DAY, QUESTION_PREFIXES, RELATIVE_YEARS,
+                      STOPWORDS, STRONG_LIST_CUES, WEAK_LIST_CUES)
 from .sentences import person_like, pos_cut
 from .slots import Mention, Slot, asked_slots, find_mentions
 from .textutil import norm
@@ -59,7 +60,7 @@ def _asks(part: str) -> bool:
     """Whether a piece of a question carries a question cue of its own."""
     n = norm(part)
     return bool(asked_slots(n)) or any(c in n for tier in _TYPE_TIERS for c in tier[1]) or "什么" in n \
-        or "吗" in n or "没" in n[-2:]
+        or "啥" in n or "吗" in n or "没" in n[-2:]
 
 
 def sub_questions(question: str) -> list[str]:
@@ -112,21 +113,43 @@ def question_entities(question: str, names_only: bool = False) -> list[str]:
     return out
 
 
-def content_weights(question: str, archive: ArchiveView | None = None) -> dict[str, float]:
+def _inside(t: str, text: str, spans) -> bool:
+    """Whether every occurrence of ``t`` in ``text`` lies inside one of ``spans``."""
+    pos = text.find(t)
+    if pos < 0 or not spans:
+        return False
+    while pos >= 0:
+        if not any(a <= pos and pos + len(t) <= b for a, b in spans):
+            return False
+        pos = text.find(t, pos + 1)
+    return True
+
+
+def content_weights(question: str, archive: ArchiveView | None = None, slots=()) -> dict[str, float]:
     """Topic tokens of ``question`` with their weights.
 
     Tokens come from :func:`rag.tokenize.tokenize` (jieba search mode); stopwords and question
     words (:data:`rag.answer.lexicon.STOPWORDS`) and tokens starting with a question word
-    (几位, 哪份, 多少户) are dropped. Weight = IDF over the archive's units
-    (:meth:`rag.archive.ArchiveView.idf`; 1.0 for every token when ``archive`` is None).
+    (几位, 哪份, 多少户) are dropped, and so are tokens inside an asked-for phrase from its
+    interrogative word on (篇 in 多少篇, 钱 in 多少钱, 学校 in 哪个学校: what is asked, not what the
+    question is about; ``slots`` from :func:`rag.answer.slots.asked_slots`). A verb's aspect
+    particle 了 is cut off (发了 -> 发): it marks tense, not topic; time nouns relative to the
+    asker's year (:data:`rag.answer.lexicon.RELATIVE_YEARS`: 去年, 这几年) say when, not what
+    about. Weight = IDF over the archive's units (:meth:`rag.archive.ArchiveView.idf`; 1.0 for
+    every token when ``archive`` is None).
 
     Returns:
         ``{normalised token: weight > 0}``; empty when the question has no content word.
     """
     out: dict[str, float] = {}
+    q_norm = norm(question)
+    asked = [(s.at, s.end) for s in slots if s.end > s.at]
     for tok in tokenize(question):
         t = norm(tok)
-        if not t or t in STOPWORDS or t in out or t.startswith(QUESTION_PREFIXES):
+        if len(t) > 1 and t.endswith("了"):
+            t = t[:-1]
+        if not t or t in STOPWORDS or t in RELATIVE_YEARS or t in out or t.startswith(QUESTION_PREFIXES) \
+                or _inside(t, q_norm, asked):
             continue
         w = archive.idf(t) if archive is not None else 1.0
         if w > 0:
@@ -216,7 +239,11 @@ def _attribute(q_norm: str, slot: Slot, weights: dict[str, float], nouns: set[st
 
 def _analyse_one(text: str, archive: ArchiveView | None, qtype: str | None = None) -> QuestionAnalysis:
     q_norm = norm(text)
-    weights = content_weights(text, archive)
+    slots = asked_slots(q_norm)
+    identity = _IDENTITY_RE.match(q_norm)
+    if identity and identity.group("name")[0] in COMMON_SURNAMES:
+        slots = (Slot("title", "", identity.end("name"), len(q_norm)),)
+    weights = content_weights(text, archive, slots)
     entities = tuple(dict.fromkeys(question_entities(text)))
     names = set(question_entities(text, names_only=True))
     unknown_all = [e for e in entities if archive is not None and not archive.mentions(e)]
@@ -228,10 +255,6 @@ def _analyse_one(text: str, archive: ArchiveView | None, qtype: str | None = Non
         unknown_share = sum(w for t, w in weights.items() if not archive.mentions(t)) / total
     constraints = tuple({m.text: m for m in find_mentions(q_norm)
                          if m.kind in _CONSTRAINT_KINDS and any(ch.isdigit() for ch in m.text)}.values())
-    slots = asked_slots(q_norm)
-    identity = _IDENTITY_RE.match(q_norm)
-    if identity and identity.group("name")[0] in COMMON_SURNAMES:
-        slots = (Slot("title", "", identity.end("name"), len(q_norm)),)
     # Attributes are nominal: words jieba tags as verbs, adverbs, prepositions, conjunctions,
     # particles, pronouns, numerals or classifiers (达到, 一共) are not what is measured.
     nouns = {norm(w) for w, f in pos_cut(text) if f in ("vn", "an") or f[:1] not in "vdpcurmqy"} if slots else set()

@@ -94,12 +94,16 @@ _Q = r"(?:多少|几)"
 #: Interrogative words (疑问代词) that mark where the asked-for part sits in a question.
 _WH_RE = re.compile(r"多少|几|哪|谁|什么|何|啥|多[大长高远重久]")
 #: (kind, pattern) in priority order; a unit group ``(?P<unit>...)`` names the measure word.
-_QUESTION_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple((k, re.compile(p)) for k, p in (
+#: Every 什么 also matches its colloquial form 啥 (《现代汉语词典》 啥: 什么), so 啥职务 asks what
+#: 什么职务 asks.
+_QUESTION_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple((k, re.compile(p.replace("什么", "(?:什么|啥)")))
+                                                                    for k, p in (
     ("phone", r"电话|手机号|号码|热线|联系方式"),
     ("age", r"多大年纪|多大岁数|年龄|年纪|几岁|多少岁|多大了|哪一?年出生|出生于?哪一?年|出生年[份月]|生日|哪年生"),
     ("year", r"哪一?年|什么年份|哪个年份|几几年|(?:出生|成立|建成|建校|创办|创建|始建|开业|投用|投入使用)"
-             r"(?:于|是|在)?(?:什么时候|何时)"),
-    ("date", r"哪一?天|几月几[号日]|几号|几日|哪个月|几月份?|什么时候|何时|什么时间|什么日子|日期|哪个时间"),
+             r"(?:于|是|在)?(?:什么时候|啥时候|何时)"),
+    ("date", r"哪一?天|几月几[号日]|几号|几日|哪个月|几月份?|什么时候|啥时候?|几时|多会儿|哪会儿|何时|什么时间|"
+             r"什么日子|日期|哪个时间"),
     ("duration", rf"多久|多长时间|(?<![这近前那过])(?:{_Q}个?(?:工作日|小时|天|星期|周|月)|{_Q}年(?!级))"),
     ("percent", rf"百分之{_Q}|{_Q}个百分点|几成|(?:比例|比率|比重|占比|增速|增幅|增长率|[率])(?:是|有|为|达到?)?{_Q}|"
                 rf"(?:增长|提高|下降|减少|上涨|涨|降低|提升|增加)了?{_Q}(?![个件人户家所项名次条篇例期只头吨亩元万亿])"),
@@ -115,7 +119,7 @@ _QUESTION_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple((k, re.compi
             r"什么(?P<unit2>公司|企业|单位|部门|机构|学校|党派|组织|厂家)|(?P<school>哪所)|哪家|"
             r"(?P<maker>厂家|厂商|生产商|制造商|生产企业|生产的)"),
     ("place", r"哪里|哪儿|在哪|什么地方|何地|何处|哪个(?:省|市|县|区|镇|乡|村|地方|国家|城市)|籍贯"),
-    ("title", r"什么职务|什么职位|担任什么|什么职|什么身份|什么官|职务是|职位是|任什么"),
+    ("title", r"什么职务|什么职位|担任什么|什么职|什么身份|什么官|职务是|职位是|任什么|[干做]什么(?:的|工作)"),
     ("name", r"叫什么|叫啥|啥名|什么名字|名称|主题|口号|称号|题目|标题|名字|品牌|什么平台|哪个平台|"
              r"什么荣誉|什么奖|哪个项目"),
     ("reason", r"为什么|为何|为啥|原因|怎么会|何故"),
@@ -259,6 +263,8 @@ def supports(slot: Slot, mention: Mention, question_norm: str) -> bool:
     if slot.kind == "org" and slot.unit in _ORG_HEADS:
         return mention.text.endswith(_ORG_HEADS[slot.unit]) or mention.text in _ORG_HEADS[slot.unit]
     if slot.kind in ("count", "measure") and slot.unit:
+        if slot.kind == "count" and slot.unit == "个":
+            return True  # 个 is the general classifier: 几个委员 is answered by 3名
         if slot.unit in _PEOPLE_UNITS:
             return mention.unit in _PEOPLE_UNITS or mention.unit.endswith("人")
         return mention.unit == slot.unit or mention.unit.endswith(slot.unit)
