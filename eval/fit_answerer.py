@@ -1,7 +1,7 @@
 """Fit the answerer's model (``rag/data/answer_model.json``) on the training questions.
 
-Training data: ``eval/train.jsonl`` and ``eval/gold.jsonl`` (dev). ``eval/heldout.jsonl`` is
-never read here. Every figure below is cross-validated with folds grouped by question
+Training data: ``eval/train.jsonl`` and ``eval/gold.jsonl`` (dev). ``eval/heldout.jsonl``,
+``eval/test.jsonl`` and ``eval/test2.jsonl`` are never read here. Every figure below is cross-validated with folds grouped by question
 (scikit-learn ``GroupKFold``), so no question is scored by a model that saw it. ``--group-by
 answer`` keeps questions answered by the same sentence in one fold (:func:`answer_groups`); it
 changed the cross-validated figures by less than 0.01 (key recall 0.774 vs 0.777, false

@@ -266,12 +266,17 @@ def list_kind(text_norm: str) -> int:
     return kind
 
 
-def _kind_match(q: QuestionAnalysis, prep: "Prepared", i: int) -> float:
-    """Whether candidate ``i`` sits in a passage listing what the question asks for: +1 same
-    kind (问题 asked, the passage lists problems), -1 the other kind, 0 when either is unknown.
-    The passage's kind is that of the nearest list-kind word at or before the sentence."""
-    # 怎么解决这些问题 asks for remedies whatever noun it names.
-    asked = 1 if any(w in q.norm for w in ("如何", "怎么", "怎样", "咋")) else list_kind(q.norm)
+def asked_kind(q: QuestionAnalysis) -> int:
+    """The list kind a question asks for (:func:`list_kind` of the question); a how-question
+    (怎么解决这些问题) asks for remedies whatever noun it names."""
+    return 1 if any(w in q.norm for w in ("如何", "怎么", "怎样", "咋")) else list_kind(q.norm)
+
+
+def _kind_match(asked: int, prep: "Prepared", i: int) -> float:
+    """Whether candidate ``i`` sits in a passage listing what the question asks for (``asked``,
+    :func:`asked_kind`): +1 same kind (问题 asked, the passage lists problems), -1 the other kind,
+    0 when either is unknown. The passage's kind is that of the nearest list-kind word at or
+    before the sentence."""
     if not asked:
         return 0.0
     j: int | None = i
@@ -322,6 +327,7 @@ def sentence_features(q: QuestionAnalysis, prep: Prepared) -> np.ndarray:
         slot_hit[i], slot_near[i], slot_attr[i] = _slot_hits(q, f, matched)
     constraint_items = [m.text for m in q.constraints]
     is_list = 1.0 if q.qtype == "list" else 0.0
+    kind_asked = asked_kind(q)
     person_slot = any(s.kind in ("person", "name") for s in q.slots)
     if prep.dense is not None:
         dense = prep.dense
@@ -389,7 +395,7 @@ def sentence_features(q: QuestionAnalysis, prep: Prepared) -> np.ndarray:
         row["lex_rrank"] = 1.0 / lex_rank[i]
         row["syn_gap"] = syn_cov[i] - syn_max
         row["slot_clause_lex"] = slot_clause_coverage(q, f) if slot_hit[i] > 0 else 0.0
-        row["list_kind"] = _kind_match(q, prep, i)
+        row["list_kind"] = _kind_match(kind_asked, prep, i)
         X[i] = [row[name] for name in SENTENCE_FEATURES]
     return X
 
