@@ -13,7 +13,7 @@ import numpy as np
 
 from ..archive import ArchiveView
 from ..types import Hit, Span
-from .lexicon import PROBLEM_WORDS, REMEDY_WORDS
+from .lexicon import HOW_WORDS, PROBLEM_WORDS, REMEDY_WORDS
 from .question import QuestionAnalysis
 from .sentences import FactsCache, SentenceFacts
 from .slots import supports
@@ -268,8 +268,8 @@ def list_kind(text_norm: str) -> int:
 
 def asked_kind(q: QuestionAnalysis) -> int:
     """The list kind a question asks for (:func:`list_kind` of the question); a how-question
-    (怎么解决这些问题) asks for remedies whatever noun it names."""
-    return 1 if any(w in q.norm for w in ("如何", "怎么", "怎样", "咋")) else list_kind(q.norm)
+    (:data:`HOW_WORDS`: 怎么解决这些问题) asks for remedies whatever noun it names."""
+    return 1 if any(w in q.norm for w in HOW_WORDS) else list_kind(q.norm)
 
 
 def _kind_match(asked: int, prep: "Prepared", i: int) -> float:

@@ -111,6 +111,9 @@ ENUM_PREFIXES = ("首先", "其次", "再次", "再者", "此外", "另外", "�
 #: remedies, and ``存在哪些问题`` is answered by the first part, ``有什么建议`` by the second.
 PROBLEM_WORDS = ("问题", "困难", "不足", "短板", "瓶颈", "难题", "难处", "毛病", "弊端", "差距", "制约", "薄弱")
 REMEDY_WORDS = ("建议", "措施", "对策", "举措", "办法", "做法", "意见", "思路", "打算", "路径")
+#: Manner question words (《现代汉语八百词》 怎么, 怎样, 如何; 咋 its colloquial form): a how-question
+#: (怎么解决这些问题) asks for remedies whatever noun it names.
+HOW_WORDS = ("如何", "怎么", "怎样", "咋")
 #: Words that announce a list on the line before it (``建议：``, ``如下：``).
 LIST_ANNOUNCERS = ("建议", "如下", "措施", "问题", "举措", "做法", "对策", "意见")
 #: Reporters' and writers' by-line words (署名).
