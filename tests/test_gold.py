@@ -55,7 +55,7 @@ def test_real_gold_size_and_ids():
     assert len(ids) == len(set(ids))
 
 
-SPLITS = {name: GOLD.parent / f"{name}.jsonl" for name in ("gold", "heldout", "train", "test", "test2", "test3")}
+SPLITS = {name: GOLD.parent / f"{name}.jsonl" for name in ("gold", "heldout", "train", "test", "test2", "test3", "test4")}
 
 
 @pytest.mark.parametrize("split", sorted(SPLITS))
