@@ -44,10 +44,12 @@ def test_bundled_model_loads_and_is_small(bundled):
 
 
 def test_bundled_model_was_fitted_on_the_committed_training_data(fit, bundled):
-    """The recorded sha256 is that of eval/train.jsonl + eval/gold.jsonl as committed; the
-    held-out split is never training data."""
+    """The recorded sha256 is that of the training files as committed (train, dev and the three
+    earlier user-style splits); the validation split test3 and the untouched test4 are never
+    training data."""
     training = bundled["training"]
-    assert set(training["files"]) == {"train.jsonl", "gold.jsonl"}
+    assert set(training["files"]) == {"train.jsonl", "gold.jsonl", "heldout.jsonl", "test.jsonl", "test2.jsonl"}
+    assert not {"test3.jsonl", "test4.jsonl"} & {p.name for p in fit.TRAIN_FILES}
     combined, per_file = fit.sha256_files([p for p in fit.TRAIN_FILES])
     assert training["files"] == per_file
     assert training["data_sha256"] == combined
