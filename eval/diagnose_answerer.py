@@ -14,11 +14,13 @@ Unanswerable questions are counted as abstained or answered.
 
 Two sources:
 
-* **train + dev, cross-validated**: the cross-validation of ``eval/fit_answerer.py``
+* **the training files (``fit_answerer.TRAIN_FILES``), cross-validated**: the cross-validation of ``eval/fit_answerer.py``
   (:func:`fit_answerer.cross_validate`) re-run with the hyper-parameters recorded in the model
   file (scorer, composition, ``answer_hits``, head regularisation); the threshold is re-derived
   per the fit's rule, so each question is answered by models that never saw it.
-* **held-out** (``eval/heldout.jsonl``): the bundled model through the pipeline, as ``rag eval``.
+* **a gold file** (``--heldout FILE``, default ``eval/heldout.jsonl``): the bundled model through the
+  pipeline, as ``rag eval``. Since round 5 held-out is training data of the shipped model; pass
+  ``--heldout eval/test3.jsonl`` (validation) for questions it never saw.
 
 Usage::
 
@@ -118,7 +120,7 @@ def model_hyper(path: Path) -> dict:
 
 
 def cv_rows(settings: Settings, hyper: dict, verbose: bool = False):
-    """Cross-validated loss class of every train + dev question (dense mode)."""
+    """Cross-validated loss class of every training question (``fit_answerer.TRAIN_FILES``) (dense mode)."""
     paths, _, _, by_k, archive, _ = fa.load_training(settings)
     examples = by_k[hyper["answer_hits"]]
     answerer = Answerer(settings.replace(abstain_threshold=0.0), model=fa._Bootstrap({}))
@@ -185,7 +187,7 @@ def main(argv=None) -> int:
     cv, _ = cv_rows(settings, hyper)
     out = [f"Loss classes (see eval/diagnose_answerer.py): model `{args.model.name}`, answer_hits "
            f"{hyper['answer_hits']}.\n"]
-    out.append(table([(r[1], r[2], r[3], r[4]) for r in cv], "train + dev, 5-fold CV"))
+    out.append(table([(r[1], r[2], r[3], r[4]) for r in cv], "all training files, 5-fold CV"))
     for split in sorted({r[0] for r in cv}):
         out.append(table([(r[1], r[2], r[3], r[4]) for r in cv if r[0] == split], f"{split}, CV part"))
     held = [] if args.no_heldout else heldout_rows(settings, args.model, args.heldout)
