@@ -644,7 +644,7 @@ def main(argv=None) -> int:
                          "by the same sentence together (measured: CV key recall 0.774 vs 0.777, false "
                          "abstention 0.046 both; no less optimistic, so not the default)")
     ap.add_argument("--train", type=Path, nargs="+", default=list(TRAIN_FILES),
-                    help="gold files to fit on (default: eval/train.jsonl eval/gold.jsonl, the shipped model); "
+                    help="gold files to fit on (default: train, gold, heldout, test and test2 under eval/, the shipped model); "
                          "figures are printed per file")
     args = ap.parse_args(argv)
 
