@@ -647,6 +647,9 @@ def main(argv=None) -> int:
                     help="gold files to fit on (default: train, gold, heldout, test and test2 under eval/, the shipped model); "
                          "figures are printed per file")
     args = ap.parse_args(argv)
+    missing = [str(p) for p in args.train if not p.is_file()]
+    if missing:
+        ap.error(f"--train: no such gold file: {', '.join(missing)}")
 
     import sklearn
 

@@ -184,3 +184,11 @@ def test_answer_groups_join_questions_answered_by_one_sentence(fit, tmp_path):
     groups = fit.answer_groups([gold], corpus)
     assert groups["a"] == groups["b"]
     assert len({groups["a"], groups["c"], groups["d"], groups["e"]}) == 4
+
+
+def test_fit_refuses_a_missing_training_file(fit, tmp_path, capsys):
+    """A mistyped ``--train`` file is an error, not a fit on fewer questions."""
+    with pytest.raises(SystemExit) as exc:
+        fit.main(["--dry-run", "--train", str(fit.TRAIN_FILES[0]), str(tmp_path / "nope.jsonl")])
+    assert exc.value.code == 2
+    assert "nope.jsonl" in capsys.readouterr().err
